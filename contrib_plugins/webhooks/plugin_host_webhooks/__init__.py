@@ -1,0 +1,3 @@
+"""The webhooks plugin for plugin-host."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The plugin API: hook specifications, result normalisation, the chain runner."""
