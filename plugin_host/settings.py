@@ -204,3 +204,30 @@ class Config:
     def section(self, name: str) -> PluginSection:
         """The plugin's own section (empty when the config does not mention it)."""
         return self.sections.get(name) or PluginSection(plugin=name)
+
+
+KeyType = Literal[
+    "bool", "int", "float", "str", "path", "duration_ms", "duration_s", "size", "enum", "list"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key of a plugin's config schema (returned by ``plugin_host_config_schema``).
+
+    ``pattern`` is the dotted key inside the plugin's section; a ``*`` segment matches any one
+    name, e.g. ``"*.endpoint"`` for ``webhooks.<name>.endpoint``. ``duration_ms`` /
+    ``duration_s`` accept a bare integer in that unit or a value with a unit suffix
+    (``500ms``, ``5s``, ``2m``, ``1h``, ``1d``, ``1w``) and are stored in seconds; ``size``
+    accepts ``KB``/``MB``/``GB`` suffixes and is stored in bytes; ``enum`` checks ``choices``;
+    ``list`` splits a comma-separated ``.conf`` value (TOML arrays as they are). ``secret``
+    values are never logged nor printed by ``check-config``.
+    """
+
+    pattern: str
+    type: KeyType = "str"
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+    secret: bool = False
+    required: bool = False
