@@ -1,0 +1,126 @@
+"""Run the broker: bind the configured listeners, serve until SIGINT/SIGTERM, shut down cleanly.
+
+``plugin-host serve`` calls ``trio.run(plugin_host.server.serve, config)``. Tests and embedders
+use ``await nursery.start(serve, config)``, which returns a :class:`ServerInfo` with the real
+bound addresses once every listener accepts connections.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from plugin_host.listeners.tcp import BoundListener, bind_tcp, serve_listener
+from plugin_host.settings import Config, ConfigError, ListenerConfig
+
+log = structlog.get_logger(__name__)
+
+#: Listener kinds this module can serve today; others are reported and skipped.
+SUPPORTED_KINDS = frozenset({"tcp"})
+
+
+@dataclass(slots=True, eq=False)
+class ServerInfo:
+    """What :func:`serve` reports once it is listening."""
+
+    listeners: list[BoundListener] = field(default_factory=list)
+    shutdown_requested: trio.Event = field(default_factory=trio.Event)
+    force_stop: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def address(self, name: str | None = None) -> tuple[str, int]:
+        """The first bound ``(host, port)`` of listener ``name`` (default: the first one)."""
+        for bound in self.listeners:
+            if name is None or bound.name == name:
+                return bound.address
+        raise KeyError(name)
+
+    def shutdown(self) -> None:
+        """Ask the server to shut down gracefully (what SIGINT/SIGTERM do)."""
+        self.shutdown_requested.set()
+
+
+def _default_listeners(config: Config) -> list[ListenerConfig]:
+    if config.listeners:
+        return config.listeners
+    return [ListenerConfig(kind="tcp", name="default", host="127.0.0.1", port=1883)]
+
+
+async def bind_listeners(config: Config) -> list[BoundListener]:
+    """Bind every configured MQTT listener; a bind failure is a ConfigError naming it."""
+    bound: list[BoundListener] = []
+    try:
+        for lc in _default_listeners(config):
+            if lc.kind not in SUPPORTED_KINDS:
+                log.warning("listener_kind_unsupported", listener=lc.name, kind=lc.kind)
+                continue
+            try:
+                bound.append(await bind_tcp(lc))
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {lc.address}: {exc.strerror or exc}",
+                    key=f"listener.{lc.kind}.{lc.name}",
+                    file=lc.origin.file,
+                    line=lc.origin.line,
+                ) from exc
+    except BaseException:
+        for b in bound:
+            await b.aclose()
+        raise
+    return bound
+
+
+async def _placeholder_handler(stream: trio.abc.Stream, bound: BoundListener) -> None:
+    await stream.aclose()
+
+
+async def serve(
+    config: Config,
+    *,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve MQTT on every configured listener until asked to stop.
+
+    Returns (without a traceback) after a graceful shutdown triggered by SIGINT, SIGTERM or
+    :meth:`ServerInfo.shutdown`. ``handle_signals=False`` leaves signal handling to the caller
+    (in-process test brokers).
+    """
+    listeners = await bind_listeners(config)
+    info = ServerInfo(listeners=listeners)
+    for bound in listeners:
+        for host, port in bound.addresses:
+            log.info("listening", listener=bound.name, kind=bound.kind, host=host, port=port)
+    with info.force_stop:
+        async with trio.open_nursery() as nursery:
+            if handle_signals:
+                nursery.start_soon(_watch_signals, info)
+            serving = trio.CancelScope()
+
+            async def run_listeners() -> None:
+                with serving:
+                    async with trio.open_nursery() as inner:
+                        for bound in listeners:
+                            inner.start_soon(serve_listener, bound, _placeholder_handler)
+
+            nursery.start_soon(run_listeners)
+            task_status.started(info)
+            await info.shutdown_requested.wait()
+            log.info("shutting_down")
+            serving.cancel()
+            nursery.cancel_scope.cancel()
+    for bound in listeners:
+        await bound.aclose()
+    log.info("stopped")
+
+
+async def _watch_signals(info: ServerInfo) -> None:
+    """First SIGINT/SIGTERM: graceful shutdown. Another one while draining: stop at once."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            if info.shutdown_requested.is_set():
+                info.force_stop.cancel()
+            info.shutdown()
