@@ -83,6 +83,9 @@ class ListenerConfig:
     # WebSocket (ws, wss)
     max_ws_frame_size: int | None = None
     ws_path: str = "/mqtt"
+    # Per-listener explicit plugin chains (spec 1.3); None = every enabled plugin, in order.
+    auth_plugins: tuple[str, ...] | None = None  # auth_on_register(_m5), on_auth_m5
+    authz_plugins: tuple[str, ...] | None = None  # auth_on_publish(_m5), auth_on_subscribe(_m5)
     origin: Origin = field(default_factory=Origin)
 
     @property
@@ -120,6 +123,7 @@ class BrokerConfig:
     systree_enabled: bool = True
     systree_interval: float = 20.0  # seconds; 0 = off
     nodename: str = "plugin-host"
+    mqtt_connect_timeout: float = 30.0  # seconds a new connection may take to send CONNECT
 
 
 @dataclass(slots=True)
@@ -140,6 +144,7 @@ class PluginSettings:
     enabled: bool = True
     priority: int | None = None  # lower first; plugins without priority follow, by name
     on_error: Literal["deny", "next"] = "deny"
+    origin: Origin = field(default_factory=Origin)  # where `plugins.<name>` was first set
 
 
 @dataclass(slots=True)
@@ -185,6 +190,34 @@ class PluginSection:
 
 
 @dataclass(slots=True)
+class LogSettings:
+    """``log.level`` / ``log.format`` (``--log-level`` / ``--log-format`` override them)."""
+
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """A key that was accepted but has no effect (e.g. a VerneMQ-only setting).
+
+    ``plugin_host.config.load_config`` collects these instead of logging them, because logging
+    is configured from the loaded config; the CLI logs them once logging is set up.
+    """
+
+    key: str
+    reason: str
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        return f"{where}{self.key}: {self.reason}"
+
+
+@dataclass(slots=True)
 class Config:
     """The whole validated configuration."""
 
@@ -196,6 +229,8 @@ class Config:
     admin_api_key: str | None = None
     plugins_dirs: list[Path] = field(default_factory=list)
     source: Path | None = None  # the config file, if any
+    log: LogSettings = field(default_factory=LogSettings)
+    warnings: list[ConfigWarning] = field(default_factory=list)  # ignored keys, in file order
 
     def plugin(self, name: str) -> PluginSettings:
         """Settings for ``name`` (defaults when the config does not mention it)."""
