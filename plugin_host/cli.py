@@ -1,11 +1,261 @@
-"""The ``plugin-host`` command."""
+"""The ``plugin-host`` command.
+
+Exit codes: 0 success (also after a graceful Ctrl-C/SIGTERM shutdown), 1 the broker failed at
+run time (e.g. a port already in use), 2 bad configuration or command-line usage, 130 stopped by
+Ctrl-C before the broker could shut down gracefully (e.g. during start-up).
+
+Subcommands owned by other parts of the package are registered lazily in :data:`LAZY_COMMANDS`
+(module, attribute, one-line help), so ``plugin-host serve`` does not import them and a missing
+module does not break the CLI. A later ``admin`` group plugs in the same way.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import sys
+from pathlib import Path
+from typing import NoReturn
 
 import click
 
 import plugin_host
+from plugin_host.config import ConfigOverrides, load_config, log_warnings, render_config
+from plugin_host.logging import configure_logging
+from plugin_host.settings import Config, ConfigError
+
+EXIT_RUNTIME_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+#: name -> (module, attribute, short help shown while the module is not installed)
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "plugins": (
+        "plugin_host.plugins.commands",
+        "plugins_command",
+        "List the discovered plugins and the hooks they implement.",
+    ),
+    "passwd": (
+        "plugin_host.plugins.commands",
+        "passwd_group",
+        "Add or delete users in a password file (vmq-passwd compatible).",
+    ),
+    "admin": (
+        "plugin_host.admin.commands",
+        "admin_group",
+        "Inspect and manage a running broker.",
+    ),
+}
+
+MAIN_HELP = """\
+plugin-host: an MQTT 3.1 / 3.1.1 / 5.0 broker where every decision (authentication,
+authorisation, message rewriting) is a plugin hook, compatible with VerneMQ's webhooks and
+Lua plugins.
+
+\b
+Examples:
+  plugin-host serve                          local broker on 127.0.0.1:1883, anonymous
+                                             clients allowed (for development)
+  plugin-host serve --config vernemq.conf    use an existing VerneMQ configuration
+  plugin-host serve -c broker.toml --listen 0.0.0.0:1883
+  plugin-host check-config broker.toml       validate a config file, print the result
+  plugin-host plugins                        which plugins are installed and enabled
+
+Run "plugin-host COMMAND --help" for the options of a command.
+"""
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """A group whose subcommands in :data:`LAZY_COMMANDS` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(name for name in LAZY_COMMANDS if self._load(name) is not None)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        return self._load(cmd_name) or self._unavailable(cmd_name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        module_name, attribute, _help = LAZY_COMMANDS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            # Only "that module is not there (yet)" is tolerated; an import error *inside* it
+            # is a bug and must show.
+            if exc.name is not None and module_name.startswith(exc.name):
+                return None
+            raise
+        command = getattr(module, attribute, None)
+        return command if isinstance(command, click.Command) else None
+
+    @staticmethod
+    def _unavailable(name: str) -> click.Command:
+        module_name, _attribute, short_help = LAZY_COMMANDS[name]
+
+        def explain() -> NoReturn:
+            raise click.ClickException(
+                f"'plugin-host {name}' is not available in this installation "
+                f"({module_name} is missing)"
+            )
+
+        return click.Command(name, callback=explain, help=short_help, hidden=True)
+
+
+@click.group(cls=_LazyGroup, help=MAIN_HELP, context_settings={"max_content_width": 100})
 @click.version_option(plugin_host.__version__, prog_name="plugin-host")
 def main() -> None:
-    """plugin-host: an MQTT broker whose every decision is a plugin hook."""
+    """The ``plugin-host`` command group (see MAIN_HELP)."""
+
+
+def _config_error_exit(exc: ConfigError) -> NoReturn:
+    click.echo(str(exc), err=True)
+    sys.exit(EXIT_CONFIG_ERROR)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  plugin-host serve
+  plugin-host serve --config /etc/vernemq/vernemq.conf
+  plugin-host serve -c broker.toml --listen 0.0.0.0:1883 --listen [::]:1883
+  plugin-host serve --plugins-dir ./my_plugins --log-level debug
+"""
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="A .toml file or a vernemq.conf-style .conf file. Without it: a local development "
+    "broker on 127.0.0.1:1883 that allows anonymous clients.",
+)
+@click.option(
+    "--listen",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Serve MQTT over TCP on this address (repeatable; port 0 picks a free port). "
+    "Replaces the config's listener.tcp.* listeners; TLS and WebSocket listeners stay.",
+)
+@click.option(
+    "--allow-anonymous/--no-allow-anonymous",
+    default=None,
+    help="Accept clients that no plugin authenticates (default: off with a config file, "
+    "on without one).",
+)
+@click.option(
+    "--plugins-dir",
+    "plugins_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Load every DIR/*.py as a plugin named after the file (repeatable).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+    help="Default: log.level from the config, else info.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    help="auto (the default): readable on a terminal, JSON lines otherwise.",
+)
+def serve(
+    config_file: Path | None,
+    listen: tuple[str, ...],
+    allow_anonymous: bool | None,
+    plugins_dirs: tuple[Path, ...],
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Run the broker until Ctrl-C or SIGTERM (then shut down gracefully)."""
+    overrides = ConfigOverrides(
+        listen=listen,
+        allow_anonymous=allow_anonymous,
+        plugins_dirs=plugins_dirs,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    try:
+        try:
+            config = load_config(config_file, overrides=overrides)
+        except ConfigError as exc:
+            _config_error_exit(exc)
+        configure_logging(config.log.level, config.log.format, cache_loggers=True)
+        log_warnings(config)
+        code = _run_server(config)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _run_server(config: Config) -> int:
+    """``trio.run(plugin_host.server.serve, config)``, turning expected failures into one line."""
+    import structlog
+    import trio
+
+    from plugin_host import server
+
+    log = structlog.get_logger(__name__)
+    try:
+        trio.run(server.serve, config)
+    except BaseException as exc:
+        leaves = _leaves(exc)
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            log.info("stopped", reason="interrupted")
+            return EXIT_INTERRUPTED
+        expected = [leaf for leaf in leaves if isinstance(leaf, ConfigError | OSError)]
+        if expected and all(
+            isinstance(leaf, ConfigError | OSError | KeyboardInterrupt | trio.Cancelled)
+            for leaf in leaves
+        ):
+            for leaf in expected:
+                click.echo(f"plugin-host: {_describe(leaf)}", err=True)
+            return EXIT_RUNTIME_ERROR
+        log.critical("server_crashed", exc_info=exc)
+        return EXIT_RUNTIME_ERROR
+    return 0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, ConfigError):
+        if exc.errno == errno.EADDRINUSE:
+            return f"address already in use: {exc}"
+        return str(exc.strerror or exc)
+    return str(exc)
+
+
+@main.command(
+    "check-config",
+    epilog="""\b
+Examples:
+  plugin-host check-config broker.toml
+  plugin-host check-config /etc/vernemq/vernemq.conf > effective.conf
+""",
+)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def check_config(file: Path) -> None:
+    """Validate FILE and print the effective configuration (secrets as ***).
+
+    Exit code 0 when FILE is valid, 2 (with "file:line: key: reason" on stderr) when not.
+    Keys that are accepted but ignored are listed on stderr as warnings.
+    """
+    try:
+        config = load_config(file)
+    except ConfigError as exc:
+        _config_error_exit(exc)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(render_config(config), nl=False)

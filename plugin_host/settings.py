@@ -256,7 +256,9 @@ class Key:
     (``500ms``, ``5s``, ``2m``, ``1h``, ``1d``, ``1w``) and are stored in seconds; ``size``
     accepts ``KB``/``MB``/``GB`` suffixes and is stored in bytes; ``enum`` checks ``choices``;
     ``list`` splits a comma-separated ``.conf`` value (TOML arrays as they are). ``secret``
-    values are never logged nor printed by ``check-config``.
+    values are never logged nor printed by ``check-config``. ``default`` is written like a
+    configured value and converted the same way (``duration_ms`` with ``default=5000`` is
+    5 seconds). ``plugin_host.config.apply_schema`` applies a list of keys to a section.
     """
 
     pattern: str
