@@ -60,6 +60,18 @@ class Outcome:
     topic list for ``auth_on_subscribe`` / ``on_unsubscribe``. On a deny, ``reason``,
     ``reason_code`` (MQTT 5, may be ``None`` to use the hook's default) and ``plugin`` (who
     decided; ``None`` when the chain was exhausted) say why.
+
+    On an allow, ``properties`` carries MQTT 5 properties for the acknowledgement of a
+    subscribe/unsubscribe chain (``p_reason_string``, ``p_user_property`` for SUBACK /
+    UNSUBACK); on a deny, the ``Deny``'s properties (``p_reason_string``, ``p_server_ref``,
+    ``p_user_property``). Modifier dicts carry their own ``properties`` key.
+
+    ``unchanged``: only for the result-optional chains ``on_deliver(_m5)`` and
+    ``on_unsubscribe(_m5)``. Those chains never refuse: when a plugin denied, failed, timed out
+    or returned something invalid, or every plugin said next, the outcome is
+    ``allowed=True, unchanged=True`` (``modifiers`` and ``topics`` are ``None``) and the broker
+    delivers the message / unsubscribes the requested topics as they were. ``reason`` and
+    ``plugin`` still say what happened, for logs.
     """
 
     allowed: bool
@@ -72,8 +84,11 @@ class Outcome:
     plugin: str | None = None
     exhausted: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    unchanged: bool = False
 
 
 #: Shared immutable-by-convention outcomes for the common cases (no allocation per call).
 ALLOW = Outcome(allowed=True)
 EXHAUSTED = Outcome(allowed=False, reason="plugin_chain_exhausted", exhausted=True)
+#: The exhausted outcome of a result-optional chain (on_deliver, on_unsubscribe): proceed as is.
+UNCHANGED = Outcome(allowed=True, reason="plugin_chain_exhausted", exhausted=True, unchanged=True)

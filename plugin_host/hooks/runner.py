@@ -1,0 +1,443 @@
+"""The chain runner: :class:`Dispatcher`, the plugin system's :class:`HookDispatch`.
+
+Per hook, the dispatcher keeps a precompiled tuple of :class:`HookCall` (plugin name, callable,
+argument names, sync/async) in chain order: ``plugins.<name>.priority`` lower first, then the
+plugins without priority by name. pluggy's own call order (LIFO registration, tryfirst/trylast)
+is ignored on purpose: the order is the configuration's. The tables are rebuilt by
+:meth:`Dispatcher.recompile`, at start-up and whenever a plugin calls ``host.hooks_changed()``.
+
+Hot-path rules:
+
+* :meth:`Dispatcher.implemented` is one frozenset lookup; :meth:`Dispatcher.notify` for a hook
+  nobody answers is the same lookup and nothing else.
+* :meth:`Dispatcher.auth` does no allocation for a plain next/ok answer beyond the argument
+  tuple of each call.
+* A plain (sync) hookimpl is called directly on the event loop: it must be quick. An
+  ``async def`` one is awaited under ``hook_timeout``.
+* Notifications never block the caller: they are put on a bounded memory channel (one per
+  worker; a client's notifications always go to the same worker, so they stay in order) and
+  served by worker tasks owned by :meth:`Dispatcher.serve_notifications`. When a channel is
+  full the notification is dropped, counted and logged (rate-limited).
+
+``PLUGIN_HOST_TRACE_HOOKS=1`` logs every call with its arguments (password and
+authentication data redacted, payloads shortened), each plugin's result and the time taken.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pluggy
+import structlog
+import trio
+
+from plugin_host.hooks.api import HookDispatch
+from plugin_host.hooks.modifiers import InvalidResult
+from plugin_host.hooks.normalise import deny_outcome, normalise_result
+from plugin_host.hooks.results import EXHAUSTED, UNCHANGED, Outcome
+from plugin_host.hooks.specs import ALL_HOOKS, CHAIN_HOOKS, RESULT_OPTIONAL_HOOKS
+
+__all__ = ["ChainMember", "Dispatcher", "HookCall", "trace_enabled"]
+
+log = structlog.get_logger(__name__)
+
+TRACE_ENV = "PLUGIN_HOST_TRACE_HOOKS"
+#: Seconds between two "notifications dropped" warnings.
+DROP_WARNING_INTERVAL = 10.0
+_REDACTED = "<redacted>"
+_TRACE_BYTES = 64
+
+
+def trace_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``PLUGIN_HOST_TRACE_HOOKS`` is set to something other than ``""``/``0``."""
+    value = (os.environ if environ is None else environ).get(TRACE_ENV, "")
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainMember:
+    """One enabled plugin as the dispatcher sees it, in chain order."""
+
+    name: str
+    on_error: Literal["deny", "next"] = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class HookCall:
+    """One precompiled hookimpl of one hook."""
+
+    plugin: str
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+    is_async: bool
+    on_error_next: bool
+
+
+_Notification = tuple[str, Mapping[str, Any]]
+
+
+class _Timeout(Exception):
+    """Internal: an async hookimpl did not answer within ``hook_timeout``."""
+
+
+def _shorten(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray) and len(value) > _TRACE_BYTES:
+        return f"{bytes(value[:_TRACE_BYTES])!r}... ({len(value)} bytes)"
+    return value
+
+
+def redact(args: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of hook arguments that is safe to log (no password, no authentication data)."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key == "password" and value is not None:
+            out[key] = _REDACTED
+        elif key == "properties" and isinstance(value, Mapping):
+            out[key] = {
+                k: (_REDACTED if k == "p_authentication_data" else _shorten(v))
+                for k, v in value.items()
+            }
+        else:
+            out[key] = _shorten(value)
+    return out
+
+
+def _describe(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return "next"
+    if outcome.unchanged:
+        return f"unchanged ({outcome.reason})"
+    if not outcome.allowed:
+        return f"deny ({outcome.reason})"
+    if outcome.modifiers or outcome.topics is not None:
+        return "ok with changes"
+    return "ok"
+
+
+class Dispatcher(HookDispatch):
+    """Runs hook chains and notifications for the plugins registered in ``pm``.
+
+    ``members`` are the enabled plugins in chain order (their pluggy registration names).
+    ``hook_timeout`` bounds every ``async def`` hookimpl call (seconds). ``notify_queue_size``
+    is the total number of queued notifications (split evenly across ``notify_workers``)
+    before new ones are dropped. ``trace`` defaults to :func:`trace_enabled`.
+    """
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        members: Sequence[ChainMember],
+        *,
+        hook_timeout: float = 5.0,
+        notify_queue_size: int = 10_000,
+        notify_workers: int = 4,
+        trace: bool | None = None,
+    ) -> None:
+        if notify_workers < 1:
+            raise ValueError("notify_workers must be >= 1")
+        self._pm = pm
+        self._members = tuple(members)
+        self.hook_timeout = hook_timeout
+        self.trace = trace_enabled() if trace is None else trace
+        self._chains: dict[str, tuple[HookCall, ...]] = {}
+        self._implemented: frozenset[str] = frozenset()
+        per_worker = max(1, notify_queue_size // notify_workers)
+        channels = [
+            trio.open_memory_channel[_Notification](per_worker) for _ in range(notify_workers)
+        ]
+        self._senders = [send for send, _ in channels]
+        self._receivers = [receive for _, receive in channels]
+        self._workers = notify_workers
+        #: Notifications dropped because their queue was full (total / per hook).
+        self.dropped = 0
+        self.dropped_by_hook: dict[str, int] = {}
+        #: Hookimpl calls that raised, timed out or returned an invalid result.
+        self.errors = 0
+        self._dropped_since_warning = 0
+        self._last_drop_warning = -DROP_WARNING_INTERVAL
+        self._closed = False
+        self.recompile()
+
+    # ----------------------------------------------------------------------------------------
+    # Chain tables
+    # ----------------------------------------------------------------------------------------
+
+    def _active_hooks(self) -> dict[str, frozenset[str] | None]:
+        active: dict[str, frozenset[str] | None] = {}
+        caller = getattr(self._pm.hook, "plugin_host_active_hooks", None)
+        if caller is None:
+            return active
+        for impl in caller.get_hookimpls():
+            try:
+                value = impl.function()
+            except Exception:
+                log.exception("plugin_active_hooks_failed", plugin=impl.plugin_name)
+                continue
+            if value is None:
+                continue
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                log.error(
+                    "plugin_active_hooks_invalid",
+                    plugin=impl.plugin_name,
+                    result=repr(value)[:80],
+                )
+                continue
+            names = frozenset(value)
+            unknown = sorted(str(n) for n in names if n not in CHAIN_HOOKS and n not in ALL_HOOKS)
+            if unknown:
+                log.warning("plugin_active_hooks_unknown", plugin=impl.plugin_name, hooks=unknown)
+            active[impl.plugin_name] = names
+        return active
+
+    def recompile(self) -> None:
+        """Rebuild the per-hook call tables (at start-up and on ``host.hooks_changed()``)."""
+        active = self._active_hooks()
+        order = {member.name: index for index, member in enumerate(self._members)}
+        on_error = {member.name: member.on_error == "next" for member in self._members}
+        chains: dict[str, tuple[HookCall, ...]] = {}
+        for hook in ALL_HOOKS:
+            caller = getattr(self._pm.hook, hook, None)
+            if caller is None:
+                continue
+            calls = []
+            for impl in caller.get_hookimpls():
+                name = impl.plugin_name
+                if name not in order:
+                    continue
+                names = active.get(name)
+                if names is not None and hook not in names:
+                    continue
+                calls.append(
+                    HookCall(
+                        plugin=name,
+                        function=impl.function,
+                        argnames=tuple(impl.argnames),
+                        is_async=inspect.iscoroutinefunction(impl.function),
+                        on_error_next=on_error[name],
+                    )
+                )
+            if calls:
+                calls.sort(key=lambda call: order[call.plugin])
+                chains[hook] = tuple(calls)
+        self._chains = chains
+        self._implemented = frozenset(chains)
+
+    #: ``host.hooks_changed()`` of a plugin ends up here.
+    hooks_changed = recompile
+
+    def chain(self, hook: str) -> tuple[str, ...]:
+        """The plugin names that currently answer ``hook``, in call order."""
+        return tuple(call.plugin for call in self._chains.get(hook, ()))
+
+    def implemented(self, hook: str) -> bool:
+        """True when at least one enabled plugin currently answers ``hook``."""
+        return hook in self._implemented
+
+    # ----------------------------------------------------------------------------------------
+    # Calling one hookimpl
+    # ----------------------------------------------------------------------------------------
+
+    async def _invoke(self, call: HookCall, args: Mapping[str, Any]) -> Any:
+        """Call one hookimpl; raises what it raises, or :class:`_Timeout`."""
+        get = args.get
+        if call.is_async:
+            with trio.move_on_after(self.hook_timeout) as scope:
+                return await call.function(*[get(name) for name in call.argnames])
+            if scope.cancelled_caught:
+                raise _Timeout
+            return None  # pragma: no cover - the body returned or raised
+        value = call.function(*[get(name) for name in call.argnames])
+        if inspect.isawaitable(value):
+            # A plain function that hands back an awaitable (functools.partial of a coroutine
+            # function, a decorator...): treat it like an async hookimpl.
+            with trio.move_on_after(self.hook_timeout) as scope:
+                return await value
+            if scope.cancelled_caught:
+                raise _Timeout
+        return value
+
+    def _failed(self, call: HookCall, hook: str, reason: str) -> Outcome | None:
+        self.errors += 1
+        if call.on_error_next:
+            return None
+        return deny_outcome(hook, call.plugin, reason)
+
+    async def _chain_step(
+        self, call: HookCall, hook: str, args: Mapping[str, Any]
+    ) -> Outcome | None:
+        try:
+            value = await self._invoke(call, args)
+        except _Timeout:
+            log.error(
+                "hook_timeout",
+                plugin=call.plugin,
+                hook=hook,
+                timeout=self.hook_timeout,
+                on_error="next" if call.on_error_next else "deny",
+            )
+            return self._failed(call, hook, "plugin_timeout")
+        except Exception as exc:
+            # Cancellation (trio.Cancelled, a BaseException) is not caught: it propagates.
+            log.error(
+                "hook_failed",
+                plugin=call.plugin,
+                hook=hook,
+                error=f"{type(exc).__name__}: {exc}",
+                on_error="next" if call.on_error_next else "deny",
+                exc_info=exc,
+            )
+            return self._failed(call, hook, "plugin_error")
+        try:
+            return normalise_result(hook, value, args, call.plugin)
+        except InvalidResult as exc:
+            self.errors += 1
+            log.error("hook_invalid_result", plugin=call.plugin, hook=hook, error=str(exc))
+            return deny_outcome(hook, call.plugin, "invalid_result")
+
+    # ----------------------------------------------------------------------------------------
+    # HookDispatch
+    # ----------------------------------------------------------------------------------------
+
+    async def auth(self, hook: str, args: dict[str, Any]) -> Outcome:
+        """Run the conditional chain of ``hook`` until the first answer other than next.
+
+        Returns the validated :class:`Outcome`. An exhausted chain (every plugin said next,
+        or nobody answers the hook) is :data:`EXHAUSTED` (deny, ``exhausted=True``), or
+        :data:`UNCHANGED` for on_deliver/on_unsubscribe. Never raises for plugin faults;
+        cancellation of the caller propagates into the plugin call.
+        """
+        chain = self._chains.get(hook)
+        if chain is not None:
+            if self.trace:
+                return await self._auth_traced(hook, args, chain)
+            for call in chain:
+                outcome = await self._chain_step(call, hook, args)
+                if outcome is not None:
+                    return outcome
+        return UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
+
+    async def _auth_traced(
+        self, hook: str, args: Mapping[str, Any], chain: tuple[HookCall, ...]
+    ) -> Outcome:
+        log.info("hook_call", hook=hook, args=redact(args), chain=[c.plugin for c in chain])
+        started = time.perf_counter()
+        outcome: Outcome | None = None
+        for call in chain:
+            t0 = time.perf_counter()
+            outcome = await self._chain_step(call, hook, args)
+            log.info(
+                "hook_result",
+                hook=hook,
+                plugin=call.plugin,
+                result=_describe(outcome),
+                elapsed_ms=round((time.perf_counter() - t0) * 1000, 3),
+            )
+            if outcome is not None:
+                break
+        if outcome is None:
+            outcome = UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
+        log.info(
+            "hook_outcome",
+            hook=hook,
+            result=_describe(outcome),
+            plugin=outcome.plugin,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return outcome
+
+    def notify(self, hook: str, args: dict[str, Any]) -> None:
+        """Queue a notification; returns at once, never raises, drops when the queue is full."""
+        if hook not in self._implemented:
+            return
+        if self._workers == 1:
+            sender = self._senders[0]
+        else:
+            # Same client -> same worker: a client's notifications keep their order.
+            sender = self._senders[hash(args.get("client_id")) % self._workers]
+        try:
+            sender.send_nowait((hook, args))
+        except trio.WouldBlock:
+            self._drop(hook)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            # Shutting down: nobody will serve it any more.
+            self._drop(hook, warn=False)
+
+    def _drop(self, hook: str, *, warn: bool = True) -> None:
+        self.dropped += 1
+        self.dropped_by_hook[hook] = self.dropped_by_hook.get(hook, 0) + 1
+        self._dropped_since_warning += 1
+        now = time.monotonic()
+        if warn and now - self._last_drop_warning >= DROP_WARNING_INTERVAL:
+            log.warning(
+                "hook_notifications_dropped",
+                hook=hook,
+                dropped=self._dropped_since_warning,
+                dropped_total=self.dropped,
+                reason="queue_full",
+            )
+            self._last_drop_warning = now
+            self._dropped_since_warning = 0
+
+    # ----------------------------------------------------------------------------------------
+    # Notification workers
+    # ----------------------------------------------------------------------------------------
+
+    async def _notify_one(self, call: HookCall, hook: str, args: Mapping[str, Any]) -> None:
+        started = time.perf_counter() if self.trace else 0.0
+        try:
+            await self._invoke(call, args)
+        except _Timeout:
+            self.errors += 1
+            log.error("hook_timeout", plugin=call.plugin, hook=hook, timeout=self.hook_timeout)
+        except Exception as exc:
+            self.errors += 1
+            log.error(
+                "hook_failed",
+                plugin=call.plugin,
+                hook=hook,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
+        if self.trace:
+            log.info(
+                "hook_result",
+                hook=hook,
+                plugin=call.plugin,
+                result="done",
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    async def _worker(self, receive: trio.MemoryReceiveChannel[_Notification]) -> None:
+        async with receive:
+            async for hook, args in receive:
+                # Looked up now, not at notify(): a plugin may have gone inactive meanwhile.
+                chain = self._chains.get(hook, ())
+                if self.trace:
+                    log.info("hook_call", hook=hook, args=redact(args), chain=self.chain(hook))
+                for call in chain:
+                    await self._notify_one(call, hook, args)
+
+    async def serve_notifications(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the notification workers until :meth:`close_notifications` and the queues
+        are drained (or until cancelled). Start it with ``await nursery.start(...)``."""
+        async with trio.open_nursery() as nursery:
+            for receive in self._receivers:
+                nursery.start_soon(self._worker, receive)
+            task_status.started()
+
+    def close_notifications(self) -> None:
+        """Stop accepting notifications; the workers finish what is queued, then return."""
+        self._closed = True
+        for send in self._senders:
+            send.close()
+
+    def queued(self) -> int:
+        """Notifications waiting in the queues."""
+        return sum(send.statistics().current_buffer_used for send in self._senders)

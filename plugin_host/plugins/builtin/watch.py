@@ -1,0 +1,112 @@
+"""Load a small text file and reload it when it changes (the passwd and acl plugins).
+
+The file is polled (``stat`` every ``interval`` seconds, like VerneMQ's
+``password_reload_interval`` / ``acl_reload_interval``); a change of modification time, size,
+inode or ctime triggers a reload. A file that fails to parse on reload is reported and the
+previous content stays in force. File access runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+_Signature = tuple[int, int, int, int]
+
+
+class FileFormatError(ValueError):
+    """A line of a plugin's file is wrong: ``str()`` is ``file:line: reason``."""
+
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+def _signature(path: Path) -> _Signature:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+class WatchedFile(Generic[T]):
+    """``path`` parsed by ``parse(text, path)``; :meth:`watch` keeps :attr:`value` current.
+
+    ``generation`` counts load attempts after the first (successful or not), and
+    :meth:`wait_generation` lets tests and tools wait for the next one without sleeping.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        parse: Callable[[str, Path], T],
+        on_load: Callable[[T], None],
+        log: Any,
+        *,
+        what: str,
+    ) -> None:
+        self.path = path
+        self._parse = parse
+        self._on_load = on_load
+        self._log = log
+        self._what = what
+        self._signature: _Signature | None = None
+        self.generation = 0
+        self.last_error: str | None = None
+        self._changed = trio.Event()
+
+    def _read(self) -> tuple[_Signature, T]:
+        signature = _signature(self.path)
+        text = self.path.read_text(encoding="utf-8")
+        return signature, self._parse(text, self.path)
+
+    async def load(self) -> None:
+        """Load the file now; raises ``OSError`` / :class:`FileFormatError` / ``ValueError``."""
+        signature, value = await trio.to_thread.run_sync(self._read)
+        self._signature = signature
+        self._on_load(value)
+
+    async def _reload_if_changed(self) -> None:
+        try:
+            signature = await trio.to_thread.run_sync(_signature, self.path)
+        except OSError as exc:
+            if self.last_error != str(exc):
+                self._log.error(f"{self._what}_unreadable", path=str(self.path), error=str(exc))
+                self.last_error = str(exc)
+                self._bump()
+            return
+        if signature == self._signature:
+            return
+        try:
+            await self.load()
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            # Keep the previous content: a half-written file must not lock everybody out.
+            self._signature = signature
+            self.last_error = str(exc)
+            self._log.error(f"{self._what}_reload_failed", path=str(self.path), error=str(exc))
+        else:
+            self.last_error = None
+            self._log.info(f"{self._what}_reloaded", path=str(self.path))
+        self._bump()
+
+    def _bump(self) -> None:
+        self.generation += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_generation(self, generation: int) -> None:
+        """Return once :attr:`generation` reached ``generation``."""
+        while self.generation < generation:
+            await self._changed.wait()
+
+    async def watch(self, interval: float) -> None:
+        """Poll forever (run it in the plugin's nursery)."""
+        while True:
+            await trio.sleep(interval)
+            await self._reload_if_changed()
