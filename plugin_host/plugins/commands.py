@@ -73,10 +73,13 @@ def plugins_command(config_file: Path | None, plugins_dirs: tuple[Path, ...]) ->
     is reported with exit code 2.
     """
     from plugin_host.config import ConfigOverrides, load_config
+    from plugin_host.logging import configure_logging
     from plugin_host.plugins.manager import PluginManager
 
     try:
         config = load_config(config_file, overrides=ConfigOverrides(plugins_dirs=plugins_dirs))
+        # Only problems (ignored config of disabled plugins...) on stderr; the table on stdout.
+        configure_logging("warning", config.log.format)
         manager = PluginManager.discover(config)
     except ConfigError as exc:
         _config_error(exc)
