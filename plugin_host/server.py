@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from plugin_host.listeners.tcp import BoundListener, bind_tcp, serve_listener
+from plugin_host.broker.broker import Broker
+from plugin_host.hooks.api import HookDispatch
+from plugin_host.listeners.tcp import BoundListener, bind_tcp, serve_listener, stop_accepting
 from plugin_host.settings import Config, ConfigError, ListenerConfig
 
 log = structlog.get_logger(__name__)
@@ -27,6 +29,7 @@ class ServerInfo:
     """What :func:`serve` reports once it is listening."""
 
     listeners: list[BoundListener] = field(default_factory=list)
+    broker: Broker | None = None
     shutdown_requested: trio.Event = field(default_factory=trio.Event)
     force_stop: trio.CancelScope = field(default_factory=trio.CancelScope)
 
@@ -72,47 +75,54 @@ async def bind_listeners(config: Config) -> list[BoundListener]:
     return bound
 
 
-async def _placeholder_handler(stream: trio.abc.Stream, bound: BoundListener) -> None:
-    await stream.aclose()
-
-
 async def serve(
     config: Config,
     *,
     handle_signals: bool = True,
+    hooks: HookDispatch | None = None,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve MQTT on every configured listener until asked to stop.
 
     Returns (without a traceback) after a graceful shutdown triggered by SIGINT, SIGTERM or
-    :meth:`ServerInfo.shutdown`. ``handle_signals=False`` leaves signal handling to the caller
-    (in-process test brokers).
+    :meth:`ServerInfo.shutdown`: listeners stop accepting, every client is disconnected (MQTT 5
+    clients get DISCONNECT 0x8B), then the broker's tasks stop. ``handle_signals=False`` leaves
+    signal handling to the caller (in-process test brokers). ``hooks`` replaces plugin
+    discovery with a given dispatcher (tests).
     """
+    broker = Broker(config, hooks)
     listeners = await bind_listeners(config)
-    info = ServerInfo(listeners=listeners)
-    for bound in listeners:
-        for host, port in bound.addresses:
-            log.info("listening", listener=bound.name, kind=bound.kind, host=host, port=port)
-    with info.force_stop:
-        async with trio.open_nursery() as nursery:
-            if handle_signals:
-                nursery.start_soon(_watch_signals, info)
-            serving = trio.CancelScope()
-
-            async def run_listeners() -> None:
-                with serving:
-                    async with trio.open_nursery() as inner:
-                        for bound in listeners:
-                            inner.start_soon(serve_listener, bound, _placeholder_handler)
-
-            nursery.start_soon(run_listeners)
-            task_status.started(info)
-            await info.shutdown_requested.wait()
-            log.info("shutting_down")
-            serving.cancel()
-            nursery.cancel_scope.cancel()
-    for bound in listeners:
-        await bound.aclose()
+    info = ServerInfo(listeners=listeners, broker=broker)
+    try:
+        with info.force_stop:
+            async with trio.open_nursery() as nursery:
+                if handle_signals:
+                    nursery.start_soon(_watch_signals, info)
+                await nursery.start(broker.run)
+                async with trio.open_nursery() as serving:
+                    for bound in listeners:
+                        serving.start_soon(serve_listener, bound, broker.handle_connection)
+                    for bound in listeners:
+                        for host, port in bound.addresses:
+                            log.info(
+                                "listening",
+                                listener=bound.name,
+                                kind=bound.kind,
+                                host=host,
+                                port=port,
+                            )
+                    task_status.started(info)
+                    await info.shutdown_requested.wait()
+                    log.info("shutting_down", connections=len(broker.connections))
+                    for bound in listeners:
+                        stop_accepting(bound)
+                    await broker.shutdown()
+                    serving.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
+    finally:
+        for bound in listeners:
+            with trio.CancelScope(shield=True):
+                await bound.aclose()
     log.info("stopped")
 
 

@@ -43,6 +43,8 @@ class BoundListener:
     active: int = 0
     rejected: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Cancelled to stop accepting (graceful shutdown) while connections keep running.
+    accept_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     @property
     def name(self) -> str:
@@ -86,7 +88,22 @@ async def serve_listener(bound: BoundListener, handler: ConnectionHandler) -> No
             nursery.start_soon(_accept_loop, bound, sock, handler, nursery)
 
 
+def stop_accepting(bound: BoundListener) -> None:
+    """Stop the accept loops of ``bound``; its running connections are not touched."""
+    bound.accept_scope.cancel()
+
+
 async def _accept_loop(
+    bound: BoundListener,
+    sock: trio.SocketListener,
+    handler: ConnectionHandler,
+    nursery: trio.Nursery,
+) -> None:
+    with bound.accept_scope:
+        await _accept_forever(bound, sock, handler, nursery)
+
+
+async def _accept_forever(
     bound: BoundListener,
     sock: trio.SocketListener,
     handler: ConnectionHandler,

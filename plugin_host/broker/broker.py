@@ -1,0 +1,506 @@
+"""The Broker: sessions, router, timers, hooks and counters in one object.
+
+It is also the :class:`plugin_host.hooks.api.Host` plugins receive: ``publish``,
+``disconnect``, ``sessions``/``session``, ``log``, ``config``, ``hooks_changed``.
+
+Session lifecycle (MQTT 3.1.4, 3.1.2.4/3.1.2.11; spec 2.11):
+
+* :meth:`register` (CONNECT accepted): an existing connection of the same subscriber id is
+  taken over (closed with v5 0x8E); clean start discards the old session; otherwise it resumes.
+* :meth:`attach` (right after CONNACK): the connection becomes the session's; pending will
+  timers are cancelled, unacknowledged messages are re-sent with DUP, the queue drains.
+* :meth:`connection_closed`: the will is published (now or after its delay), the session
+  expires after its interval, ends at once when not persistent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from plugin_host.broker import hookargs
+from plugin_host.broker.message import Message
+from plugin_host.broker.props import from_hook
+from plugin_host.broker.router import Router
+from plugin_host.broker.session import AWAIT_ACK, Session
+from plugin_host.broker.timers import TimerWheel
+from plugin_host.hooks.api import HookDispatch, NoHooks, SessionInfo
+from plugin_host.mqtt import encode_pubrel, validate_topic_name
+
+if TYPE_CHECKING:
+    from plugin_host.broker.connection import Connection
+    from plugin_host.broker.trie import SubOptions
+    from plugin_host.listeners.tcp import BoundListener
+    from plugin_host.settings import Config
+
+log = structlog.get_logger(__name__)
+
+RC_SESSION_TAKEN_OVER = 0x8E
+RC_SERVER_SHUTTING_DOWN = 0x8B
+RC_ADMINISTRATIVE_ACTION = 0x98
+#: How long shutdown waits for connections to flush their DISCONNECT and close.
+SHUTDOWN_DRAIN_TIMEOUT = 5.0
+#: How often expired retained messages are swept.
+RETAINED_SWEEP_INTERVAL = 60.0
+
+
+class Counters:
+    """Broker-wide counters (read by metrics and $SYS)."""
+
+    __slots__ = (
+        "auth_cancelled",
+        "bytes_received",
+        "bytes_sent",
+        "connects",
+        "connects_refused",
+        "dropped",
+        "messages_received",
+        "messages_routed",
+        "protocol_errors",
+        "publishes_denied",
+        "subscribes_denied",
+        "takeovers",
+    )
+
+    def __init__(self) -> None:
+        self.auth_cancelled = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.connects = 0
+        self.connects_refused = 0
+        self.messages_received = 0
+        self.messages_routed = 0
+        self.protocol_errors = 0
+        self.publishes_denied = 0
+        self.subscribes_denied = 0
+        self.takeovers = 0
+        #: Dropped messages by reason: buffer_full, queue_full, expired, max_packet_size_exceeded.
+        self.dropped: dict[str, int] = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__slots__ if name != "dropped"}
+        out["dropped"] = dict(self.dropped)
+        return out
+
+
+class Broker:
+    """The routing core; see the module docstring."""
+
+    def __init__(self, config: Config, hooks: HookDispatch | None = None) -> None:
+        self.config = config
+        self.cfg = config.broker
+        self.hooks: HookDispatch = hooks if hooks is not None else NoHooks()
+        self.router = Router(self.cfg.shared_subscription_policy)
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self.connections: set[Connection] = set()
+        self._connections_gone = trio.Event()
+        self.timers = TimerWheel()
+        self.counters = Counters()
+        self.shutting_down = False
+        self._log = structlog.get_logger("plugin_host.host")
+        #: Optional durable store observing session/retained changes (next issue).
+        self.store: Any = None
+
+    # ------------------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the broker's own tasks (timers); until cancelled."""
+        self.timers.call_later(RETAINED_SWEEP_INTERVAL, self._sweep_retained)
+        task_status.started()
+        await self.timers.run()
+
+    def set_hooks(self, hooks: HookDispatch) -> None:
+        """Install the plugin dispatcher (before serving, or live)."""
+        self.hooks = hooks
+        self.hooks_changed()
+
+    async def handle_connection(self, stream: trio.abc.Stream, listener: BoundListener) -> None:
+        """Listener callback: serve one client connection."""
+        from plugin_host.broker.connection import Connection
+
+        if self.shutting_down:
+            await trio.aclose_forcefully(stream)
+            return
+        await Connection(self, stream, listener).run()
+
+    async def shutdown(self) -> None:
+        """Close every connection (v5 DISCONNECT 0x8B) and wait until they are gone."""
+        self.shutting_down = True
+        for conn in list(self.connections):
+            conn.close(RC_SERVER_SHUTTING_DOWN, "server shutting down")
+        with trio.move_on_after(SHUTDOWN_DRAIN_TIMEOUT + 1):
+            while self.connections:
+                await self._connections_gone.wait()
+                self._connections_gone = trio.Event()
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    # ------------------------------------------------------------------------------ sessions
+
+    def register(
+        self, conn: Connection, mountpoint: str, client_id: str, clean_start: bool
+    ) -> tuple[Session, bool]:
+        """Find or create the session for an accepted CONNECT; returns (session, present)."""
+        sid = (mountpoint, client_id)
+        session = self.sessions.get(sid)
+        if session is not None:
+            old = session.conn
+            if old is not None and old is not conn:
+                self.counters.takeovers += 1
+                log.info("session_takeover", client_id=client_id, mountpoint=mountpoint)
+                if self.cfg.suppress_lwt_on_session_takeover:
+                    old.will = None
+                old.close(RC_SESSION_TAKEN_OVER, "session taken over")
+                self._detach(old, takeover=True)
+            if clean_start:
+                self._end_session(session)
+                session = None
+        present = session is not None
+        if session is None:
+            session = Session(self, mountpoint, client_id)
+            self.sessions[sid] = session
+        elif session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
+        return session, present
+
+    def attach(self, conn: Connection, session: Session, present: bool) -> None:
+        """Make ``conn`` the session's connection (after CONNACK was buffered)."""
+        session.conn = conn
+        if session.will_timer is not None:
+            # Reconnected within the will delay: the will is not sent (MQTT 5 3.1.3.2.2).
+            session.will_timer.cancel()
+            session.will_timer = None
+        if session.expiry_timer is not None:
+            session.expiry_timer.cancel()
+            session.expiry_timer = None
+        if present and session.inflight:
+            conn.resend_inflight(session)
+        if session.queue:
+            conn.wake()
+        if self.hooks.implemented("on_client_wakeup"):
+            self.hooks.notify("on_client_wakeup", hookargs.sid(session))
+
+    def connection_closed(self, conn: Connection) -> None:
+        """The connection task ended (any reason)."""
+        self._detach(conn)
+
+    def connection_removed(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self._connections_gone.set()
+
+    def _detach(self, conn: Connection, takeover: bool = False) -> None:
+        session = conn.session
+        if session is None or session.conn is not conn:
+            return
+        session.conn = None
+        will = conn.will
+        conn.will = None
+        if will is not None and conn.end_kind != "normal":
+            self._start_will(session, will, conn)
+        if session.retry_timer is not None:
+            session.retry_timer.cancel()
+            session.retry_timer = None
+        if takeover:
+            return
+        hooks = self.hooks
+        if session.persistent:
+            if session.expiry_interval is not None:
+                session.expiry_timer = self.timers.call_later(
+                    session.expiry_interval, self._expire, session
+                )
+            if hooks.implemented("on_client_offline"):
+                hooks.notify("on_client_offline", hookargs.sid(session))
+        else:
+            self._end_session(session)
+            if hooks.implemented("on_client_gone"):
+                hooks.notify("on_client_gone", hookargs.sid(session))
+
+    def _start_will(self, session: Session, will: Any, conn: Connection) -> None:
+        delay = will.delay
+        if session.expiry_interval is not None:
+            delay = min(delay, session.expiry_interval)
+        args = (will, conn.username, conn.client_id, conn.v5)
+        if delay <= 0:
+            self._publish_will(*args)
+        else:
+            if session.will_timer is not None:
+                session.will_timer.cancel()
+            session.will_timer = self.timers.call_later(delay, self._will_due, session, args)
+
+    def _will_due(self, session: Session, args: tuple[Any, ...]) -> None:
+        session.will_timer = None
+        self._publish_will(*args)
+
+    def _publish_will(self, will: Any, username: str | None, client_id: str, v5: bool) -> None:
+        message: Message = will.message
+        if will.expiry is not None:
+            message.expires_at = time.monotonic() + will.expiry
+        log.debug("will_published", client_id=client_id, topic=message.topic)
+        self.publish(message)
+        hook = "on_publish_m5" if v5 else "on_publish"
+        if self.hooks.implemented(hook):
+            self.hooks.notify(
+                hook, hookargs.published(message, username, client_id, v5, time.monotonic())
+            )
+
+    def _expire(self, session: Session) -> None:
+        session.expiry_timer = None
+        if session.conn is not None or self.sessions.get(session.sid) is not session:
+            return
+        log.info("session_expired", client_id=session.client_id, mountpoint=session.mountpoint)
+        self._end_session(session)
+        if self.hooks.implemented("on_session_expired"):
+            self.hooks.notify("on_session_expired", hookargs.sid(session))
+
+    def _end_session(self, session: Session) -> None:
+        """Delete a session: subscriptions, queue, timers (a pending will is sent now)."""
+        if self.sessions.get(session.sid) is session:
+            del self.sessions[session.sid]
+        will_timer = session.will_timer
+        if will_timer is not None and not will_timer.cancelled:
+            session.will_timer = None
+            will_timer.cancel()
+            self._will_due(session, will_timer.args[1])
+        session.cancel_timers()
+        had_subs = bool(session.subscriptions)
+        session.clear_subscriptions()
+        dropped = len(session.queue)
+        session.discard_messages()
+        if dropped:
+            log.debug("session_messages_discarded", client_id=session.client_id, count=dropped)
+        if had_subs and self.hooks.implemented("on_topic_unsubscribed"):
+            self.hooks.notify(
+                "on_topic_unsubscribed",
+                {"mountpoint": session.mountpoint, "client_id": session.client_id, "topics": None},
+            )
+
+    # ------------------------------------------------------------------------------ messages
+
+    def publish(self, message: Message, conn: Connection | None = None) -> int:
+        """Route a message (retained store first); fires on_publish for client publishes."""
+        if message.retain:
+            self.router.retain(message)
+        count = self.router.route(message)
+        self.counters.messages_routed += count
+        if conn is not None:
+            hook = "on_publish_m5" if conn.v5 else "on_publish"
+            if self.hooks.implemented(hook):
+                self.hooks.notify(
+                    hook,
+                    hookargs.published(
+                        message, conn.username, conn.client_id, conn.v5, time.monotonic()
+                    ),
+                )
+        return count
+
+    def send_retained(self, session: Session, opts: SubOptions) -> None:
+        """Deliver the retained messages matching a new subscription (retain flag set)."""
+        store = self.router.retained.get(session.mountpoint)
+        if store is None or not len(store):
+            return
+        sub_ids = (opts.sub_id,) if opts.sub_id is not None else ()
+        for message in store.match(opts.topic_filter, time.monotonic()):
+            session.deliver(message, opts.qos, sub_ids, True)
+
+    def message_dropped(self, session: Session | None, message: Message, reason: str) -> None:
+        dropped = self.counters.dropped
+        dropped[reason] = dropped.get(reason, 0) + 1
+        if session is not None:
+            session.dropped += 1
+        if self.hooks.implemented("on_message_drop"):
+            self.hooks.notify("on_message_drop", hookargs.message_drop(session, message, reason))
+
+    def offline_message(self, session: Session, message: Message, qos: int) -> None:
+        if self.hooks.implemented("on_offline_message"):
+            self.hooks.notify("on_offline_message", hookargs.offline_message(session, message, qos))
+
+    def retry_due(self, session: Session) -> None:
+        """v3 retry: re-send messages unacknowledged for ``retry_interval`` (with DUP)."""
+        session.retry_timer = None
+        conn = session.conn
+        if conn is None or not session.inflight or session.retry_interval <= 0:
+            return
+        now = time.monotonic()
+        interval = session.retry_interval
+        earliest = math.inf
+        for pid, entry in list(session.inflight.items()):
+            due = entry.sent_at + interval
+            if due <= now + 0.001:
+                entry.sent_at = now
+                if entry.state == AWAIT_ACK:
+                    data = conn._encode(
+                        entry.message, entry.qos, entry.sub_ids, entry.retain, pid, True
+                    )
+                    if data is None:
+                        session.drop_inflight(pid)
+                        continue
+                    conn.send_bytes(data)
+                else:
+                    conn.send_bytes(encode_pubrel(pid, conn.level))
+                due = now + interval
+            earliest = min(earliest, due)
+        if session.inflight and earliest < math.inf:
+            session.retry_timer = self.timers.call_later(
+                max(0.0, earliest - now), self.retry_due, session
+            )
+
+    def _sweep_retained(self) -> None:
+        now = time.monotonic()
+        for store in self.router.retained.values():
+            store.sweep(now)
+        self.timers.call_later(RETAINED_SWEEP_INTERVAL, self._sweep_retained)
+
+    # ------------------------------------------------------------------------------ Host API
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger for plugins (the plugin manager binds the plugin name)."""
+        return self._log
+
+    async def host_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Mapping[str, Any] | None = None,
+        mountpoint: str = "",
+    ) -> None:
+        """Host.publish: route a message as if a client had published it."""
+        validate_topic_name(topic)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+        props: dict[str, Any] = {}
+        if properties:
+            hook_keys = {k: v for k, v in properties.items() if k.startswith("p_")}
+            props = from_hook(hook_keys)
+            props.update({k: v for k, v in properties.items() if not k.startswith("p_")})
+        expires_at = None
+        if "message_expiry_interval" in props:
+            expires_at = time.monotonic() + props.pop("message_expiry_interval")
+        props.pop("topic_alias", None)
+        props.pop("subscription_identifier", None)
+        message = Message(topic, bytes(payload), qos, retain, props or None, expires_at, mountpoint)
+        self.publish(message)
+        hook = "on_publish_m5" if props else "on_publish"
+        if self.hooks.implemented(hook):
+            self.hooks.notify(
+                hook, hookargs.published(message, None, "", bool(props), time.monotonic())
+            )
+        await trio.lowlevel.checkpoint()
+
+    async def disconnect(
+        self, client_id: str, mountpoint: str = "", *, do_cleanup: bool = False
+    ) -> bool:
+        """Host.disconnect: close a client (v5 0x98); ``do_cleanup`` deletes its session."""
+        session = self.sessions.get((mountpoint, client_id))
+        if session is None:
+            return False
+        conn = session.conn
+        if conn is not None:
+            conn.close(RC_ADMINISTRATIVE_ACTION, "administrative action")
+            self._detach(conn)
+        if do_cleanup and self.sessions.get(session.sid) is session:
+            self._end_session(session)
+        await trio.lowlevel.checkpoint()
+        return True
+
+    def sessions_info(self) -> Sequence[SessionInfo]:
+        return [self._info(s) for s in self.sessions.values()]
+
+    def session_info(self, client_id: str, mountpoint: str = "") -> SessionInfo | None:
+        session = self.sessions.get((mountpoint, client_id))
+        return None if session is None else self._info(session)
+
+    def _info(self, session: Session) -> SessionInfo:
+        peer = session.peer
+        expiry = session.expiry_interval
+        return SessionInfo(
+            client_id=session.client_id,
+            mountpoint=session.mountpoint,
+            username=session.username,
+            online=session.online,
+            protocol_level=session.protocol_level,
+            clean_session=not session.persistent,
+            peer_addr=peer[0] if peer else None,
+            peer_port=peer[1] if peer else None,
+            subscriptions=[(f, o.qos) for f, o in session.subscriptions.items()],
+            queued_messages=len(session.queue),
+            inflight_messages=len(session.inflight),
+            expiry_interval=None if expiry is None else int(expiry),
+        )
+
+    def hooks_changed(self) -> None:
+        """Re-read which hooks are implemented (cached per connection for on_deliver)."""
+        refresh = getattr(self.hooks, "hooks_changed", None)
+        if callable(refresh):
+            refresh()
+        for conn in self.connections:
+            if conn.connected:
+                conn.deliver_hooked = self.hooks.implemented(
+                    "on_deliver_m5" if conn.v5 else "on_deliver"
+                )
+
+    def host(self) -> BrokerHost:
+        """The :class:`~plugin_host.hooks.api.Host` view of this broker for plugins."""
+        return BrokerHost(self)
+
+
+class BrokerHost:
+    """What plugins get as ``host`` (implements :class:`plugin_host.hooks.api.Host`)."""
+
+    __slots__ = ("_broker", "_log")
+
+    def __init__(self, broker: Broker, name: str | None = None) -> None:
+        self._broker = broker
+        self._log = broker.log.bind(plugin=name) if name else broker.log
+
+    def bind(self, name: str) -> BrokerHost:
+        """The same host with its logger bound to plugin ``name``."""
+        return BrokerHost(self._broker, name)
+
+    @property
+    def log(self) -> Any:
+        return self._log
+
+    @property
+    def config(self) -> Config:
+        return self._broker.config
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Mapping[str, Any] | None = None,
+        mountpoint: str = "",
+    ) -> None:
+        await self._broker.host_publish(topic, payload, qos, retain, properties, mountpoint)
+
+    async def disconnect(
+        self, client_id: str, mountpoint: str = "", *, do_cleanup: bool = False
+    ) -> bool:
+        return await self._broker.disconnect(client_id, mountpoint, do_cleanup=do_cleanup)
+
+    def sessions(self) -> Sequence[SessionInfo]:
+        return self._broker.sessions_info()
+
+    def session(self, client_id: str, mountpoint: str = "") -> SessionInfo | None:
+        return self._broker.session_info(client_id, mountpoint)
+
+    def hooks_changed(self) -> None:
+        self._broker.hooks_changed()

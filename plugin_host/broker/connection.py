@@ -1,0 +1,1437 @@
+"""One MQTT client connection: a reader, a writer, keepalive, and the CONNECT handshake.
+
+A :class:`Connection` runs in a task owned by its listener's nursery and opens a nursery of its
+own for the writer. It works on any :class:`trio.abc.Stream` (TCP today; TLS, WebSocket and
+PROXY listeners wrap the stream and reuse this class).
+
+Reader: ``receive_some(65536)``, ``parser.feed()``, then every packet of the batch is handled
+in order. Handlers are synchronous unless a plugin implements the hook they must ask; only then
+does the reader await (so a slow auth hook blocks only its own client). Keepalive is the
+deadline of the reader's cancel scope, moved on every read.
+
+Writer: producers (the reader, and the router delivering other clients' messages) append
+encoded packets to ``out`` (a bytearray) and wake the writer; the writer swaps the buffer and
+does one ``send_all`` with everything pending (write coalescing). ``out`` is bounded by
+``max_outgoing_buffer``: QoS 0 beyond it is dropped and counted, QoS 1/2 stay queued in the
+session until the socket drains.
+
+Closing: :meth:`close` (idempotent, synchronous) stops the reader, lets the writer flush what
+is pending (bounded by a short deadline), and the connection task then tells the broker the
+connection is gone (will message, session expiry, hooks).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from plugin_host.broker import hookargs
+from plugin_host.broker.message import Message
+from plugin_host.broker.props import from_hook
+from plugin_host.broker.session import AWAIT_ACK, Inflight, Session
+from plugin_host.broker.trie import SubOptions
+from plugin_host.mqtt import (
+    MQTT_5,
+    PINGRESP_BYTES,
+    Auth,
+    Connect,
+    Disconnect,
+    MQTTError,
+    Pingreq,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Subscribe,
+    Unsubscribe,
+    encode_auth,
+    encode_connack,
+    encode_disconnect,
+    encode_puback,
+    encode_pubcomp,
+    encode_publish,
+    encode_pubrec,
+    encode_pubrel,
+    encode_suback,
+    encode_unsuback,
+    split_shared,
+    v3_connack_return_code,
+    validate_topic_filter,
+)
+from plugin_host.mqtt.primitives import decode_varint
+
+if TYPE_CHECKING:
+    from plugin_host.broker.broker import Broker
+    from plugin_host.hooks.results import Outcome
+    from plugin_host.listeners.tcp import BoundListener
+
+log = structlog.get_logger(__name__)
+
+READ_SIZE = 65536
+#: How long a closing connection may take to flush what is pending (then it is cut).
+CLOSE_FLUSH_TIMEOUT = 5.0
+#: MQTT 5 session expiry 0xFFFFFFFF means "never".
+NEVER_EXPIRES = 0xFFFFFFFF
+
+# v5 reason codes used here.
+RC_SUCCESS = 0x00
+RC_DISCONNECT_WITH_WILL = 0x04
+RC_NO_SUBSCRIPTION_EXISTED = 0x11
+RC_CONTINUE_AUTH = 0x18
+RC_REAUTH = 0x19
+RC_UNSPECIFIED = 0x80
+RC_MALFORMED = 0x81
+RC_PROTOCOL_ERROR = 0x82
+RC_UNSUPPORTED_VERSION = 0x84
+RC_CLIENT_ID_INVALID = 0x85
+RC_BAD_CREDENTIALS = 0x86
+RC_NOT_AUTHORIZED = 0x87
+RC_SERVER_UNAVAILABLE = 0x88
+RC_BAD_AUTH_METHOD = 0x8C
+RC_KEEPALIVE_TIMEOUT = 0x8D
+RC_TOPIC_FILTER_INVALID = 0x8F
+RC_PACKET_ID_NOT_FOUND = 0x92
+RC_RECEIVE_MAX_EXCEEDED = 0x93
+RC_TOPIC_ALIAS_INVALID = 0x94
+RC_QUOTA_EXCEEDED = 0x97
+RC_SHARED_NOT_SUPPORTED = 0x9E
+RC_MAX_CONNECT_TIME = 0xA0
+
+#: v5 SUBACK codes a subscribe deny may carry (spec 2.6).
+SUBSCRIBE_DENY_CODES = frozenset({0x80, 0x85, 0x87, 0x97})
+
+_RETAIN_HANDLING_NAMES = ("send_retain", "send_if_new_sub", "dont_send")
+
+# Why a connection ended, for the will decision.
+_NORMAL = "normal"  # DISCONNECT 0x00: no will
+_WITH_WILL = "with_will"  # DISCONNECT with any other code: will is sent
+
+
+class ConnectRefused(Exception):
+    """The CONNECT is refused: answer with CONNACK ``code`` (v5 code; mapped for v3)."""
+
+    def __init__(
+        self, code: int, reason: str, properties: dict[str, Any] | None = None, *, v3: int = -1
+    ):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.properties = properties
+        self.v3 = v3  # explicit MQTT 3 return code, or -1 to map ``code``
+
+
+class _Will:
+    """The will of a connection: the message, its delay and its expiry interval (seconds)."""
+
+    __slots__ = ("delay", "expiry", "message")
+
+    def __init__(self, message: Message, delay: float, expiry: float | None) -> None:
+        self.message = message
+        self.delay = delay
+        self.expiry = expiry
+
+
+class Connection:
+    """One client connection (see the module docstring)."""
+
+    __slots__ = (
+        "_lifetime_deadline",
+        "_lot",
+        "_nursery",
+        "_read_scope",
+        "alias_in",
+        "alias_in_max",
+        "alias_out",
+        "alias_out_max",
+        "auth_method",
+        "bridge",
+        "broker",
+        "client_id",
+        "client_max_packet",
+        "closing",
+        "connected",
+        "deliver_hooked",
+        "end_kind",
+        "keepalive",
+        "level",
+        "listener",
+        "max_buffer",
+        "mountpoint",
+        "out",
+        "parser",
+        "peer_addr",
+        "peer_port",
+        "problem_info",
+        "rate_count",
+        "rate_limit",
+        "rate_window",
+        "session",
+        "stream",
+        "username",
+        "v5",
+        "will",
+        "window",
+    )
+
+    def __init__(self, broker: Broker, stream: trio.abc.Stream, listener: BoundListener) -> None:
+        from plugin_host.mqtt import Parser
+
+        cfg = broker.cfg
+        self.broker = broker
+        self.stream = stream
+        self.listener = listener
+        self.peer_addr, self.peer_port = _peer_of(stream)
+        self.parser = Parser(server_side=True, max_packet_size=cfg.max_message_size or None)
+        self.level = 4
+        self.v5 = False
+        self.bridge = False
+        self.session: Session | None = None
+        self.client_id = ""
+        self.mountpoint = listener.config.mountpoint
+        self.username: str | None = None
+        self.out = bytearray()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._read_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self.closing = False
+        self.connected = False
+        self.end_kind: str | None = None
+        self.keepalive = 0.0
+        self._lifetime_deadline = math.inf
+        self.will: _Will | None = None
+        self.max_buffer = cfg.max_outgoing_buffer
+        self.window = cfg.max_inflight_messages
+        self.client_max_packet = 0  # 0 = no limit announced by the client
+        self.alias_in: dict[int, str] | None = None
+        self.alias_in_max = 0
+        self.alias_out: dict[str, int] | None = None
+        self.alias_out_max = 0
+        self.problem_info = True
+        self.auth_method: str | None = None
+        self.deliver_hooked = False
+        self.rate_limit = cfg.max_message_rate
+        self.rate_count = 0
+        self.rate_window = 0.0
+
+    def __repr__(self) -> str:
+        return f"Connection({self.client_id!r}, {self.peer_addr}:{self.peer_port})"
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve the connection until it closes; never raises for network or client faults."""
+        broker = self.broker
+        broker.connections.add(self)
+        try:
+            with structlog.contextvars.bound_contextvars(peer=f"{self.peer_addr}:{self.peer_port}"):
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        nursery.start_soon(self._writer)
+                        with self._read_scope:
+                            await self._serve()
+                        if not self.closing:
+                            self._lost_reason_if_keepalive()
+                        self.close()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    log.debug("connection_error", error=str(exc))
+                finally:
+                    self._nursery = None
+                    self.closing = True
+                    broker.connection_closed(self)
+        finally:
+            broker.connection_removed(self)
+            await trio.aclose_forcefully(self.stream)
+
+    def _lost_reason_if_keepalive(self) -> None:
+        if self._read_scope.cancelled_caught:
+            if trio.current_time() >= self._lifetime_deadline:
+                log.info("max_connection_lifetime", client_id=self.client_id)
+                self.close(RC_MAX_CONNECT_TIME)
+            else:
+                log.info("keepalive_timeout", client_id=self.client_id)
+                self.close(RC_KEEPALIVE_TIMEOUT)
+
+    def close(self, reason_code: int | None = None, reason: str | None = None) -> None:
+        """Close the connection: send DISCONNECT ``reason_code`` to v5 clients, flush, cut.
+
+        Synchronous and idempotent; safe to call from any task (takeover, admin, shutdown).
+        """
+        if self.closing:
+            return
+        self.closing = True
+        if reason_code is not None and self.v5 and self.connected:
+            props = {"reason_string": reason} if reason and self.problem_info else None
+            self.out += encode_disconnect(reason_code, MQTT_5, props)
+        self._read_scope.cancel()
+        nursery = self._nursery
+        if nursery is not None:
+            nursery.cancel_scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
+        self.wake()
+
+    def wake(self) -> None:
+        """Tell the writer there is something to do."""
+        lot = self._lot
+        if lot:
+            lot.unpark()
+
+    # ------------------------------------------------------------------------------ writer
+
+    async def _writer(self) -> None:
+        stream = self.stream
+        lot = self._lot
+        try:
+            while True:
+                session = self.session
+                if session is not None and session.queue and self.connected and not self.closing:
+                    if self.deliver_hooked:
+                        await self._drain_hooked(session)
+                    else:
+                        self._drain(session)
+                out = self.out
+                if not out:
+                    if self.closing:
+                        return
+                    await lot.park()
+                    continue
+                self.out = bytearray()
+                await stream.send_all(out)
+                self.broker.counters.bytes_sent += len(out)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            if not self.closing:
+                log.debug("write_failed", client_id=self.client_id, error=str(exc))
+            self.closing = True
+            self._read_scope.cancel()
+
+    def _drain(self, session: Session) -> None:
+        """Move queued deliveries into the outgoing buffer while the window and buffer allow."""
+        queue = session.queue
+        while queue:
+            message, qos, sub_ids, retain = queue[0]
+            if not self.send_message(message, qos, sub_ids, retain):
+                break
+            queue.popleft()
+
+    async def _drain_hooked(self, session: Session) -> None:
+        """As :meth:`_drain`, asking on_deliver(_m5) before each message."""
+        queue = session.queue
+        hook = "on_deliver_m5" if self.v5 else "on_deliver"
+        hooks = self.broker.hooks
+        while queue and not self.closing and session.conn is self:
+            message, qos, sub_ids, retain = queue[0]
+            if qos and (session.window_full(self.window) or len(self.out) >= self.max_buffer):
+                break
+            if hooks.implemented(hook):
+                outcome = await hooks.auth(
+                    hook, hookargs.deliver(self, message, qos, retain, self.v5)
+                )
+                if not queue or queue[0][0] is not message:
+                    continue  # the queue changed under us (session taken over/cleared)
+                if outcome.allowed and outcome.modifiers:
+                    message = _modified_delivery(message, outcome.modifiers, self.v5)
+            if not self.send_message(message, qos, sub_ids, retain):
+                break
+            queue.popleft()
+
+    # ------------------------------------------------------------------------------ sending
+
+    def send_bytes(self, data: bytes) -> None:
+        self.out += data
+        lot = self._lot
+        if lot:
+            lot.unpark()
+
+    def send_message(
+        self, message: Message, qos: int, sub_ids: tuple[int, ...], retain: bool
+    ) -> bool:
+        """Encode and buffer one delivery. False: it must wait in the session queue.
+
+        QoS 0 is never refused: beyond the buffer limit it is dropped and counted.
+        """
+        out = self.out
+        if qos == 0:
+            if self.closing:
+                return True
+            if len(out) >= self.max_buffer:
+                self.broker.message_dropped(self.session, message, "buffer_full")
+                return True
+            data = self._encode(message, 0, sub_ids, retain, 0)
+            if data is not None:
+                out += data
+                lot = self._lot
+                if lot:
+                    lot.unpark()
+            return True
+        session = self.session
+        if self.closing or session is None or len(out) >= self.max_buffer:
+            return False
+        if session.window_full(self.window):
+            return False
+        pid = session.alloc_packet_id()
+        data = self._encode(message, qos, sub_ids, retain, pid)
+        if data is None:
+            return True
+        session.add_inflight(pid, Inflight(message, qos, sub_ids, retain, time.monotonic()))
+        out += data
+        lot = self._lot
+        if lot:
+            lot.unpark()
+        return True
+
+    def _encode(
+        self,
+        message: Message,
+        qos: int,
+        sub_ids: tuple[int, ...],
+        retain: bool,
+        pid: int,
+        dup: bool = False,
+    ) -> bytes | None:
+        """The PUBLISH bytes for this client, or None when the message must be dropped."""
+        v5 = self.v5
+        now = 0.0
+        if message.expires_at is not None:
+            now = time.monotonic()
+            if now >= message.expires_at:
+                self.broker.message_dropped(self.session, message, "expired")
+                return None
+        alias_out = self.alias_out
+        cache = message.encoded
+        if cache is not None and not sub_ids and alias_out is None and not dup:
+            key = (v5, qos, retain)
+            cached = cache.get(key)
+            if cached is None:
+                cached = cache[key] = self._encode_variant(message, qos, retain, now)
+            if qos == 0:
+                data = cached
+            else:
+                head, tail = cached
+                data = b"".join((head, pid.to_bytes(2, "big"), tail))
+        else:
+            topic: str = message.topic
+            props: dict[str, Any] | None = None
+            if v5:
+                props = message.out_properties(now) if message.expires_at else message.properties
+                if sub_ids or alias_out is not None:
+                    props = dict(props) if props else {}
+                    if sub_ids:
+                        props["subscription_identifier"] = list(sub_ids)
+                    if alias_out is not None:
+                        alias = alias_out.get(topic)
+                        if alias is not None:
+                            props["topic_alias"] = alias
+                            topic = ""
+                        elif len(alias_out) < self.alias_out_max:
+                            alias = len(alias_out) + 1
+                            alias_out[topic] = alias
+                            props["topic_alias"] = alias
+            data = encode_publish(
+                topic, message.payload, qos, retain, dup, pid or None, props, self.level
+            )
+        limit = self.client_max_packet
+        if limit and len(data) > limit:
+            self.broker.message_dropped(self.session, message, "max_packet_size_exceeded")
+            return None
+        return data
+
+    def _encode_variant(self, message: Message, qos: int, retain: bool, now: float) -> Any:
+        props = None
+        if self.v5:
+            props = message.out_properties(now) if message.expires_at else message.properties
+        if qos == 0:
+            return encode_publish(
+                message.topic, message.payload, 0, retain, False, None, props, self.level
+            )
+        data = encode_publish(
+            message.topic, message.payload, qos, retain, False, 1, props, self.level
+        )
+        _, body = decode_varint(data, 1)
+        offset = body + 2 + ((data[body] << 8) | data[body + 1])
+        return data[:offset], data[offset + 2 :]
+
+    def resend_inflight(self, session: Session) -> None:
+        """Re-send every unacknowledged message (reconnect of a persistent session, v3 retry)."""
+        now = time.monotonic()
+        for pid, entry in list(session.inflight.items()):
+            entry.sent_at = now
+            if entry.state == AWAIT_ACK:
+                data = self._encode(
+                    entry.message, entry.qos, entry.sub_ids, entry.retain, pid, True
+                )
+                if data is None:
+                    session.drop_inflight(pid)
+                    continue
+                self.out += data
+            else:
+                self.out += encode_pubrel(pid, self.level)
+        self.wake()
+
+    # ------------------------------------------------------------------------------ reader
+
+    async def _serve(self) -> None:
+        """CONNECT handshake, then the packet loop."""
+        stream = self.stream
+        parser = self.parser
+        cfg = self.broker.cfg
+        packets: list[Any] = []
+        with trio.move_on_after(cfg.mqtt_connect_timeout) as scope:
+            while not packets:
+                data = await stream.receive_some(READ_SIZE)
+                if not data:
+                    return
+                try:
+                    packets = parser.feed(data)
+                except MQTTError as exc:
+                    self._refuse_bad_connect(exc)
+                    return
+        if scope.cancelled_caught:
+            log.info("connect_timeout")
+            return
+        first = packets[0]
+        if not isinstance(first, Connect):  # the parser already refuses this; be safe
+            return
+        pending = await self._handshake(first)
+        if not self.connected:
+            return
+        # Packets pipelined behind CONNECT (or read while the auth hook ran).
+        rest = packets[1:]
+        if pending:
+            try:
+                rest.extend(parser.feed(pending))
+            except MQTTError as exc:
+                rest.extend(getattr(exc, "parsed", []))
+                if await self._handle_batch(rest):
+                    self._protocol_error(exc)
+                return
+        if rest and not await self._handle_batch(rest):
+            return
+        await self._read_loop()
+
+    async def _read_loop(self) -> None:
+        stream = self.stream
+        parser = self.parser
+        scope = self._read_scope
+        counters = self.broker.counters
+        inf = math.inf
+        keepalive = self.keepalive
+        lifetime = self._lifetime_deadline
+        while True:
+            if keepalive:
+                deadline = trio.current_time() + keepalive
+                scope.deadline = deadline if deadline < lifetime else lifetime
+            elif lifetime != inf:
+                scope.deadline = lifetime
+            data = await stream.receive_some(READ_SIZE)
+            scope.deadline = inf
+            if not data:
+                return
+            counters.bytes_received += len(data)
+            try:
+                packets = parser.feed(data)
+            except MQTTError as exc:
+                if await self._handle_batch(getattr(exc, "parsed", [])):
+                    self._protocol_error(exc)
+                return
+            if not await self._handle_batch(packets):
+                return
+
+    async def _handle_batch(self, packets: list[Any]) -> bool:
+        """Handle packets in order; False when the connection must stop reading."""
+        for packet in packets:
+            if self.closing:
+                return False
+            t = type(packet)
+            if t is Publish:
+                pending = self._on_publish(packet)
+            elif t is Puback:
+                pending = self._on_puback(packet)
+            elif t is Pubrec:
+                pending = self._on_pubrec(packet)
+            elif t is Pubrel:
+                pending = self._on_pubrel(packet)
+            elif t is Pubcomp:
+                pending = self._on_pubcomp(packet)
+            elif t is Pingreq:
+                self.send_bytes(PINGRESP_BYTES)
+                pending = None
+            elif t is Subscribe:
+                pending = self._on_subscribe(packet)
+            elif t is Unsubscribe:
+                pending = self._on_unsubscribe(packet)
+            elif t is Disconnect:
+                self._on_disconnect(packet)
+                return False
+            elif t is Auth:
+                pending = self._on_auth(packet)
+            else:  # CONNECT again (the parser refuses it first) or a server-only packet
+                self._protocol_error(MQTTError(RC_PROTOCOL_ERROR, f"unexpected {t.__name__}"))
+                return False
+            if pending is not None:
+                await pending
+        return not self.closing
+
+    def _protocol_error(self, exc: MQTTError) -> None:
+        """Bad input after CONNECT: log once, v5 DISCONNECT with the reason code, close."""
+        self.broker.counters.protocol_errors += 1
+        log.warning(
+            "protocol_error",
+            client_id=self.client_id,
+            peer=f"{self.peer_addr}:{self.peer_port}",
+            reason_code=f"0x{exc.reason_code:02X}",
+            error=exc.message,
+        )
+        self.end_kind = None  # abnormal: the will is sent
+        self.close(exc.reason_code, exc.message)
+
+    def _refuse_bad_connect(self, exc: MQTTError) -> None:
+        """Bad CONNECT: v5 CONNACK with the reason code, v3 CONNACK when one exists, else close."""
+        self.broker.counters.protocol_errors += 1
+        log.warning(
+            "protocol_error",
+            peer=f"{self.peer_addr}:{self.peer_port}",
+            reason_code=f"0x{exc.reason_code:02X}",
+            error=exc.message,
+            during="connect",
+        )
+        level = self.parser.protocol_level
+        if level == MQTT_5:
+            self.send_bytes(encode_connack(False, exc.reason_code, MQTT_5))
+        elif level in (3, 4) and exc.reason_code == RC_UNSUPPORTED_VERSION:
+            self.send_bytes(encode_connack(False, 1, level))
+        elif level is None and exc.reason_code == RC_UNSUPPORTED_VERSION:
+            # An unknown level: MQTT 3.1.1 3.1.2.2 says answer CONNACK 1 (v3 form).
+            self.send_bytes(encode_connack(False, 1, 4))
+
+    # ------------------------------------------------------------------------------ CONNECT
+
+    async def _handshake(self, pkt: Connect) -> bytes:
+        """Run CONNECT to CONNACK. Returns bytes read meanwhile (to parse next)."""
+        raw_level = pkt.protocol_level
+        self.level = level = raw_level & 0x7F
+        self.v5 = v5 = level == MQTT_5
+        self.bridge = raw_level & 0x80 != 0
+        self.parser.protocol_level = level
+        self.client_id = pkt.client_id
+        self.username = pkt.username
+        structlog.contextvars.bind_contextvars(client_id=pkt.client_id)
+        try:
+            pending = await self._authenticate(pkt)
+        except ConnectRefused as refused:
+            self._refuse(refused)
+            return b""
+        except _ClientGone:
+            log.info("client_gone_during_connect")
+            self.closing = True
+            return b""
+        if self.closing:
+            return b""
+        self.connected = True
+        self.broker.counters.connects += 1
+        log.info(
+            "client_connected",
+            client_id=self.client_id,
+            protocol=level,
+            clean_start=pkt.clean_start,
+            keepalive=pkt.keepalive,
+        )
+        del v5
+        return pending
+
+    def _refuse(self, refused: ConnectRefused) -> None:
+        self.broker.counters.connects_refused += 1
+        log.info(
+            "connect_refused",
+            client_id=self.client_id,
+            reason=refused.reason,
+            reason_code=f"0x{refused.code:02X}",
+        )
+        if self.v5:
+            props = dict(refused.properties or {})
+            if refused.reason and self.problem_info and "reason_string" not in props:
+                props["reason_string"] = refused.reason
+            if not self.problem_info:
+                props.pop("reason_string", None)
+                props.pop("user_property", None)
+            self.send_bytes(encode_connack(False, refused.code, MQTT_5, props))
+        else:
+            code = refused.v3
+            if code < 0:
+                mapped = v3_connack_return_code(refused.code)
+                code = int(mapped) if mapped is not None else -1
+            if code > 0:
+                self.send_bytes(encode_connack(False, code, self.level))
+        self.closing = True
+
+    async def _authenticate(self, pkt: Connect) -> bytes:
+        """Checks, hooks and session set-up of CONNECT; raises ConnectRefused."""
+        broker = self.broker
+        cfg = broker.cfg
+        lcfg = self.listener.config
+        v5 = self.v5
+        level = self.level
+        props = pkt.properties
+        if pkt.protocol_level not in lcfg.allowed_protocol_versions:
+            raise ConnectRefused(RC_UNSUPPORTED_VERSION, "protocol version not allowed", v3=1)
+        if v5:
+            self.problem_info = props.get("request_problem_information", 1) == 1
+            self.client_max_packet = props.get("maximum_packet_size", 0)
+            receive_max = props.get("receive_maximum", 65535)
+            client_window = min(receive_max, cfg.receive_max_client)
+            self.window = min(self.window, client_window) if self.window > 0 else client_window
+            alias_max = min(props.get("topic_alias_maximum", 0), cfg.topic_alias_max_client)
+            if alias_max > 0:
+                self.alias_out = {}
+                self.alias_out_max = alias_max
+            if cfg.topic_alias_max_broker > 0:
+                self.alias_in = {}
+                self.alias_in_max = cfg.topic_alias_max_broker
+        connack_props: dict[str, Any] = {}
+        # Client identifier rules (MQTT 3.1.1 3.1.3.1, MQTT 5 3.1.3.1; spec 2.1).
+        client_id = pkt.client_id
+        if not client_id:
+            if v5 or (level == 4 and pkt.clean_start):
+                client_id = "auto-" + secrets.token_hex(10)
+                if v5:
+                    connack_props["assigned_client_identifier"] = client_id
+            else:
+                raise ConnectRefused(RC_CLIENT_ID_INVALID, "empty client identifier", v3=2)
+        if len(client_id) > cfg.max_client_id_size:
+            raise ConnectRefused(RC_CLIENT_ID_INVALID, "client identifier too long", v3=2)
+        self.client_id = client_id
+        structlog.contextvars.bind_contextvars(client_id=client_id)
+        # Keepalive (MQTT 5 server keep alive from max_keepalive).
+        keepalive = pkt.keepalive
+        if cfg.max_keepalive and v5 and (keepalive == 0 or keepalive > cfg.max_keepalive):
+            keepalive = cfg.max_keepalive
+            connack_props["server_keep_alive"] = keepalive
+        self.keepalive = keepalive * 1.5
+        # Session expiry.
+        clean_start = pkt.clean_start
+        if v5:
+            expiry_raw = props.get("session_expiry_interval", 0)
+            expiry: float | None = None if expiry_raw == NEVER_EXPIRES else float(expiry_raw)
+        else:
+            expiry = 0.0 if clean_start else cfg.persistent_client_expiration
+        # The will (authorised below, after authentication).
+        will_msg: Message | None = None
+        will_delay = 0.0
+        will_expiry: float | None = None
+        if pkt.will is not None:
+            w = pkt.will
+            wprops = dict(w.properties) if w.properties else {}
+            will_delay = float(wprops.pop("will_delay_interval", 0))
+            if cfg.max_last_will_delay is not None:
+                will_delay = min(will_delay, cfg.max_last_will_delay)
+            # Message expiry counts from when the will is published (set then).
+            raw_expiry = wprops.pop("message_expiry_interval", None)
+            will_expiry = None if raw_expiry is None else float(raw_expiry)
+            will_msg = Message(w.topic, w.payload, w.qos, w.retain, wprops or None)
+        hooks = broker.hooks
+        pending = b""
+        mountpoint = self.mountpoint
+        username = pkt.username
+        modifiers: dict[str, Any] = {}
+        # Enhanced authentication (MQTT 5 AUTH exchange).
+        if v5 and "authentication_method" in props:
+            pending = await self._enhanced_auth(pkt, connack_props)
+        # auth_on_register(_m5)
+        anonymous_ok = cfg.allow_anonymous or lcfg.allow_anonymous_override
+        hook = "auth_on_register_m5" if v5 else "auth_on_register"
+        if not anonymous_ok:
+            if not hooks.implemented(hook):
+                raise ConnectRefused(
+                    RC_BAD_CREDENTIALS if v5 else RC_NOT_AUTHORIZED,
+                    "no authentication plugin and allow_anonymous is off",
+                    v3=5,
+                )
+            args = hookargs.register(self, pkt, client_id, v5)
+            outcome, more = await self._call_watching(hook, args)
+            pending += more
+            if not outcome.allowed:
+                code = outcome.reason_code if v5 and outcome.reason_code else RC_BAD_CREDENTIALS
+                deny_props = from_hook(outcome.properties) if v5 else None
+                raise ConnectRefused(
+                    code,
+                    outcome.reason or "not_authorized",
+                    deny_props,
+                    v3=4 if outcome.invalid_credentials else 5,
+                )
+            if outcome.modifiers:
+                modifiers = outcome.modifiers
+                mountpoint = modifiers.get("mountpoint", mountpoint)
+                client_id = modifiers.get("client_id", client_id)
+                username = modifiers.get("username", username)
+                if "clean_session" in modifiers:
+                    clean_start = modifiers["clean_session"]
+                if "clean_start" in modifiers:
+                    clean_start = modifiers["clean_start"]
+                if not v5:
+                    expiry = 0.0 if clean_start else cfg.persistent_client_expiration
+                mprops = modifiers.get("properties") or {}
+                if "p_session_expiry_interval" in mprops:
+                    raw = mprops["p_session_expiry_interval"]
+                    expiry = None if raw == NEVER_EXPIRES else float(raw)
+                if "p_user_property" in mprops:
+                    connack_props["user_property"] = list(mprops["p_user_property"])
+        self.mountpoint = mountpoint
+        self.client_id = client_id
+        self.username = username
+        structlog.contextvars.bind_contextvars(client_id=client_id)
+        # Will authorisation through auth_on_publish (spec 2.4).
+        if will_msg is not None:
+            will_msg.mountpoint = mountpoint
+            pub_hook = "auth_on_publish_m5" if v5 else "auth_on_publish"
+            if hooks.implemented(pub_hook):
+                args = hookargs.publish(
+                    self,
+                    will_msg.topic,
+                    will_msg.payload,
+                    will_msg.qos,
+                    will_msg.retain,
+                    will_msg.properties,
+                    v5,
+                )
+                outcome, more = await self._call_watching(pub_hook, args)
+                pending += more
+                if not outcome.allowed:
+                    raise ConnectRefused(
+                        outcome.reason_code or RC_NOT_AUTHORIZED if v5 else RC_NOT_AUTHORIZED,
+                        outcome.reason or "will not authorised",
+                        v3=5,
+                    )
+                if outcome.modifiers:
+                    will_msg = _modified_publish(will_msg, outcome.modifiers, v5)
+                    if will_msg.expires_at is not None:
+                        will_expiry, will_msg.expires_at = will_msg.expires_at, None
+            self.will = _Will(will_msg, will_delay, will_expiry)
+        if self.closing:
+            return b""
+        # Session: take over an existing connection, resume or create (spec 3.1.4).
+        session, present = broker.register(self, mountpoint, client_id, clean_start)
+        self.session = session
+        session.username = username
+        session.protocol_level = level
+        session.peer = (self.peer_addr, self.peer_port)
+        session.set_expiry(expiry)
+        _apply_session_modifiers(session, self, modifiers)
+        if modifiers.get("max_message_size"):
+            self.parser.max_packet_size = int(modifiers["max_message_size"])
+        lifetime = float(modifiers.get("max_connection_lifetime") or lcfg.max_connection_lifetime)
+        if lifetime > 0:
+            self._lifetime_deadline = trio.current_time() + lifetime
+        self.deliver_hooked = hooks.implemented("on_deliver_m5" if v5 else "on_deliver")
+        if v5:
+            if cfg.receive_max_broker < 65535:
+                connack_props["receive_maximum"] = cfg.receive_max_broker
+            if cfg.topic_alias_max_broker:
+                connack_props["topic_alias_maximum"] = cfg.topic_alias_max_broker
+            max_size = self.parser.max_packet_size
+            if max_size:
+                connack_props["maximum_packet_size"] = max_size
+            if props.get("request_response_information") == 1:
+                connack_props["response_information"] = f"response/{client_id}"
+            if (
+                expiry is not None
+                and expiry_raw != NEVER_EXPIRES
+                and "p_session_expiry_interval" in (modifiers.get("properties") or {})
+            ):
+                connack_props["session_expiry_interval"] = int(expiry)
+        # on_register(_m5): after auth and registration, before CONNACK (spec 2.3).
+        reg_hook = "on_register_m5" if v5 else "on_register"
+        if hooks.implemented(reg_hook):
+            hooks.notify(reg_hook, hookargs.registered(self, connack_props, v5))
+        if not self.problem_info:
+            connack_props.pop("user_property", None)
+        self.send_bytes(encode_connack(present, 0, level, connack_props if v5 else None))
+        broker.attach(self, session, present)
+        return pending
+
+    async def _call_watching(self, hook: str, args: dict[str, Any]) -> tuple[Outcome, bytes]:
+        """Run an auth chain while watching the socket: cancelled if the client goes away.
+
+        Bytes the client sends meanwhile (pipelined packets) are returned for later parsing.
+        """
+        hooks = self.broker.hooks
+        result: list[Any] = []
+        received = bytearray()
+        gone = False
+
+        async def call(cancel: trio.CancelScope) -> None:
+            result.append(await hooks.auth(hook, args))
+            cancel.cancel()
+
+        async def watch() -> None:
+            nonlocal gone
+            while True:
+                data = await self.stream.receive_some(READ_SIZE)
+                if not data:
+                    gone = True
+                    return
+                received.extend(data)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call, nursery.cancel_scope)
+                await watch()
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            gone = True
+        if gone or not result:
+            self.broker.counters.auth_cancelled += 1
+            raise _ClientGone()
+        return result[0], bytes(received)
+
+    async def _enhanced_auth(self, pkt: Connect, connack_props: dict[str, Any]) -> bytes:
+        """MQTT 5 enhanced authentication at CONNECT: on_auth_m5 and the AUTH exchange."""
+        hooks = self.broker.hooks
+        method = pkt.properties["authentication_method"]
+        data = pkt.properties.get("authentication_data")
+        if not hooks.implemented("on_auth_m5"):
+            raise ConnectRefused(RC_BAD_AUTH_METHOD, "no plugin handles enhanced authentication")
+        self.auth_method = method
+        pending = b""
+        while True:
+            args = hookargs.auth(self, method, data)
+            outcome, more = await self._call_watching("on_auth_m5", args)
+            pending += more
+            if not outcome.allowed:
+                if outcome.reason_code:
+                    raise ConnectRefused(
+                        outcome.reason_code, outcome.reason or "authentication failed"
+                    )
+                raise _ClientGone()  # spec 2.2: close without CONNACK
+            code, out_props = _auth_result(outcome, method)
+            if code == RC_SUCCESS:
+                connack_props.update(out_props)
+                return pending
+            # Continue: send AUTH 0x18, wait for the client's AUTH.
+            self.send_bytes(encode_auth(RC_CONTINUE_AUTH, out_props))
+            reply, pending = await self._read_auth_reply(pending)
+            if reply.properties.get("authentication_method") != method:
+                raise ConnectRefused(RC_PROTOCOL_ERROR, "authentication method changed")
+            data = reply.properties.get("authentication_data")
+
+    async def _read_auth_reply(self, pending: bytes) -> tuple[Auth, bytes]:
+        """Read until the client's AUTH packet of the exchange (nothing else is allowed)."""
+        packets: list[Any] = []
+        if pending:
+            packets = self.parser.feed(pending)
+        while not packets:
+            data = await self.stream.receive_some(READ_SIZE)
+            if not data:
+                raise _ClientGone()
+            try:
+                packets = self.parser.feed(data)
+            except MQTTError as exc:
+                raise ConnectRefused(exc.reason_code, exc.message) from None
+        first = packets[0]
+        if not isinstance(first, Auth) or first.reason_code != RC_CONTINUE_AUTH or len(packets) > 1:
+            raise ConnectRefused(RC_PROTOCOL_ERROR, "expected AUTH during authentication")
+        return first, b""
+
+    # ------------------------------------------------------------------------------ PUBLISH
+
+    def _on_publish(self, p: Publish) -> Any:
+        session = self.session
+        assert session is not None
+        topic = p.topic
+        props = p.properties
+        if props:
+            alias = props.pop("topic_alias", None)
+            if alias is not None:
+                aliases = self.alias_in
+                if aliases is None or alias > self.alias_in_max:
+                    self._protocol_error(MQTTError(RC_TOPIC_ALIAS_INVALID, f"topic alias {alias}"))
+                    return None
+                if topic:
+                    aliases[alias] = topic
+                else:
+                    known = aliases.get(alias)
+                    if known is None:
+                        self._protocol_error(
+                            MQTTError(RC_PROTOCOL_ERROR, f"unknown topic alias {alias}")
+                        )
+                        return None
+                    topic = known
+        qos = p.qos
+        if qos == 2:
+            pid = p.packet_id
+            if pid in session.incoming_qos2:
+                # A re-sent QoS 2 PUBLISH (DUP): already routed once; only acknowledge.
+                self.send_bytes(encode_pubrec(pid, self.level))
+                return None
+            if self.v5 and len(session.incoming_qos2) >= self.broker.cfg.receive_max_broker:
+                self._protocol_error(MQTTError(RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded"))
+                return None
+        self.broker.counters.messages_received += 1
+        if self.rate_limit:
+            now = trio.current_time()
+            if now >= self.rate_window:
+                self.rate_window = now + 1.0
+                self.rate_count = 0
+            self.rate_count += 1
+            if self.rate_count > self.rate_limit:
+                return self._publish_throttled(p, topic)
+        hook = "auth_on_publish_m5" if self.v5 else "auth_on_publish"
+        if self.broker.hooks.implemented(hook):
+            return self._publish_authorised(p, topic, hook)
+        self._accept_publish(p, topic, p.payload, qos, p.retain, props, self.mountpoint)
+        return None
+
+    async def _publish_throttled(self, p: Publish, topic: str) -> None:
+        """Over ``max_message_rate``: stop reading until the next one-second window."""
+        await trio.sleep_until(self.rate_window)
+        self.rate_window = trio.current_time() + 1.0
+        self.rate_count = 1
+        hook = "auth_on_publish_m5" if self.v5 else "auth_on_publish"
+        if self.broker.hooks.implemented(hook):
+            await self._publish_authorised(p, topic, hook)
+        else:
+            self._accept_publish(
+                p, topic, p.payload, p.qos, p.retain, p.properties, self.mountpoint
+            )
+
+    async def _publish_authorised(self, p: Publish, topic: str, hook: str) -> None:
+        v5 = self.v5
+        args = hookargs.publish(self, topic, p.payload, p.qos, p.retain, p.properties, v5)
+        outcome = await self.broker.hooks.auth(hook, args)
+        if self.closing:
+            return
+        if not outcome.allowed:
+            self._publish_denied(p, outcome)
+            return
+        payload = p.payload
+        qos = p.qos
+        retain = p.retain
+        props = p.properties
+        mountpoint = self.mountpoint
+        throttle = 0
+        mods = outcome.modifiers
+        if mods:
+            topic = mods.get("topic", topic)
+            payload = mods.get("payload", payload)
+            qos = mods.get("qos", qos)
+            retain = mods.get("retain", retain)
+            mountpoint = mods.get("mountpoint", mountpoint)
+            throttle = mods.get("throttle", 0)
+            if v5 and "properties" in mods:
+                props = from_hook(mods["properties"])
+        self._accept_publish(p, topic, payload, qos, retain, props, mountpoint)
+        if throttle:
+            await trio.sleep(throttle / 1000)
+
+    def _publish_denied(self, p: Publish, outcome: Outcome) -> None:
+        """auth_on_publish said no: the outcome per protocol version (spec 2.4)."""
+        self.broker.counters.publishes_denied += 1
+        level = self.level
+        pid = p.packet_id
+        if self.v5:
+            if p.qos == 0 or pid is None:
+                return
+            code = outcome.reason_code or RC_NOT_AUTHORIZED
+            props = None
+            if outcome.reason and self.problem_info:
+                props = {"reason_string": outcome.reason}
+            if p.qos == 1:
+                self.send_bytes(encode_puback(pid, MQTT_5, code, props))
+            else:
+                self.send_bytes(encode_pubrec(pid, MQTT_5, code, props))
+            return
+        if level == 4 and not self.bridge:
+            log.info("publish_denied", client_id=self.client_id, topic=p.topic)
+            self.close()
+            return
+        # MQTT 3.1 and bridges: pretend success, drop the message.
+        if pid is not None:
+            if p.qos == 1:
+                self.send_bytes(encode_puback(pid, level))
+            else:
+                self.session.incoming_qos2_add(pid)  # type: ignore[union-attr]
+                self.send_bytes(encode_pubrec(pid, level))
+
+    def _accept_publish(
+        self,
+        p: Publish,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        props: dict[str, Any] | None,
+        mountpoint: str,
+    ) -> None:
+        """Route an authorised PUBLISH and acknowledge it."""
+        session = self.session
+        assert session is not None
+        expires_at = None
+        if props:
+            if "message_expiry_interval" in props:
+                props = dict(props)
+                expires_at = time.monotonic() + props.pop("message_expiry_interval")
+            props.pop("topic_alias", None)
+        message = Message(topic, payload, qos, retain, props, expires_at, mountpoint, session)
+        broker = self.broker
+        broker.publish(message, self)
+        pid = p.packet_id
+        if pid is not None:
+            if p.qos == 1:
+                self.send_bytes(encode_puback(pid, self.level))
+            else:
+                session.incoming_qos2_add(pid)
+                self.send_bytes(encode_pubrec(pid, self.level))
+
+    def _on_puback(self, p: Puback) -> None:
+        session = self.session
+        if session is not None and session.ack(p.packet_id, 1) is not None and session.queue:
+            self.wake()
+
+    def _on_pubrec(self, p: Pubrec) -> None:
+        session = self.session
+        if session is None:
+            return
+        pid = p.packet_id
+        if p.reason_code >= 0x80:
+            # v5: the receiver refused the message; the exchange ends here.
+            session.drop_inflight(pid)
+            if session.queue:
+                self.wake()
+            return
+        if session.pubrec(pid, time.monotonic()) is None and self.v5:
+            self.send_bytes(encode_pubrel(pid, MQTT_5, RC_PACKET_ID_NOT_FOUND))
+            return
+        self.send_bytes(encode_pubrel(pid, self.level))
+
+    def _on_pubrel(self, p: Pubrel) -> None:
+        session = self.session
+        if session is None:
+            return
+        pid = p.packet_id
+        if session.incoming_qos2_remove(pid) or not self.v5:
+            self.send_bytes(encode_pubcomp(pid, self.level))
+        else:
+            self.send_bytes(encode_pubcomp(pid, MQTT_5, RC_PACKET_ID_NOT_FOUND))
+
+    def _on_pubcomp(self, p: Pubcomp) -> None:
+        session = self.session
+        if session is not None and session.ack(p.packet_id, 2) is not None and session.queue:
+            self.wake()
+
+    # ------------------------------------------------------------------------------ SUBSCRIBE
+
+    def _on_subscribe(self, p: Subscribe) -> Any:
+        v5 = self.v5
+        cfg = self.broker.cfg
+        sub_id = p.properties.get("subscription_identifier") if v5 else None
+        # Validate each filter; a bad one gets its own SUBACK code (the rest proceed).
+        codes: list[int | None] = []
+        for s in p.subscriptions:
+            try:
+                validate_topic_filter(s.topic_filter)
+                shared = split_shared(s.topic_filter)
+            except MQTTError:
+                codes.append(RC_TOPIC_FILTER_INVALID)
+                continue
+            if shared is not None and s.no_local and v5:
+                self._protocol_error(
+                    MQTTError(RC_PROTOCOL_ERROR, "no local on a shared subscription")
+                )
+                return None
+            depth_filter = shared[1] if shared else s.topic_filter
+            if cfg.topic_max_depth and depth_filter.count("/") >= cfg.topic_max_depth:
+                codes.append(RC_TOPIC_FILTER_INVALID)
+                continue
+            codes.append(None)
+        hook = "auth_on_subscribe_m5" if v5 else "auth_on_subscribe"
+        if self.broker.hooks.implemented(hook):
+            return self._subscribe_authorised(p, codes, sub_id, hook)
+        entries = [
+            (s.topic_filter, s.qos, s.no_local, s.retain_as_published, s.retain_handling)
+            for s in p.subscriptions
+        ]
+        self._apply_subscribe(p, entries, codes, sub_id, None)
+        return None
+
+    async def _subscribe_authorised(
+        self, p: Subscribe, codes: list[int | None], sub_id: int | None, hook: str
+    ) -> None:
+        v5 = self.v5
+        requested = [
+            (s.topic_filter, s.qos, s.no_local, s.retain_as_published, s.retain_handling)
+            for s, c in zip(p.subscriptions, codes, strict=True)
+        ]
+        valid = [i for i, c in enumerate(codes) if c is None]
+        args = hookargs.subscribe(self, [requested[i] for i in valid], p.properties, v5)
+        outcome = await self.broker.hooks.auth(hook, args)
+        if self.closing:
+            return
+        ack_props: dict[str, Any] | None = None
+        entries: list[Any] = list(requested)
+        if not outcome.allowed:
+            deny = (
+                outcome.reason_code if v5 and outcome.reason_code in SUBSCRIBE_DENY_CODES else None
+            )
+            code = deny or (RC_NOT_AUTHORIZED if v5 else RC_UNSPECIFIED)
+            for i in valid:
+                codes[i] = code
+            if v5 and outcome.reason and self.problem_info:
+                ack_props = {"reason_string": outcome.reason}
+            self.broker.counters.subscribes_denied += 1
+        else:
+            rewritten = outcome.topics
+            mods = outcome.modifiers or {}
+            if rewritten is None and isinstance(mods.get("topics"), list):
+                rewritten = mods["topics"]
+            if rewritten is not None:
+                for slot, entry in zip(valid, rewritten, strict=False):
+                    topic, qos = entry[0], entry[1]
+                    if not 0 <= qos <= 2:
+                        codes[slot] = qos if v5 and qos >= 0x80 else RC_UNSPECIFIED
+                        continue
+                    old = requested[slot]
+                    no_local, rap, rh = old[2], old[3], old[4]
+                    if len(entry) > 2 and isinstance(entry[2], dict):
+                        o = entry[2]
+                        no_local = o.get("no_local", no_local)
+                        rap = o.get("rap", rap)
+                        rhv = o.get("retain_handling", rh)
+                        rh = _RETAIN_HANDLING_NAMES.index(rhv) if isinstance(rhv, str) else rhv
+                    entries[slot] = (topic, qos, no_local, rap, rh)
+            extra = outcome.properties or mods.get("properties")
+            if v5 and extra and self.problem_info:
+                ack_props = from_hook(extra)
+        self._apply_subscribe(p, entries, codes, sub_id, ack_props)
+
+    def _apply_subscribe(
+        self,
+        p: Subscribe,
+        entries: list[Any],
+        codes: list[int | None],
+        sub_id: int | None,
+        ack_props: dict[str, Any] | None,
+    ) -> None:
+        session = self.session
+        assert session is not None
+        broker = self.broker
+        cfg = broker.cfg
+        final: list[int] = []
+        retained_to_send: list[tuple[SubOptions, bool]] = []
+        done: list[Any] = []
+        for (topic_filter, qos, no_local, rap, rh), code in zip(entries, codes, strict=True):
+            if code is not None:
+                final.append(code)
+                done.append((topic_filter, 0x80, no_local, rap, rh))
+                continue
+            try:
+                shared = split_shared(topic_filter)
+            except MQTTError:
+                final.append(RC_TOPIC_FILTER_INVALID if self.v5 else RC_UNSPECIFIED)
+                continue
+            if (
+                cfg.max_subscriptions_per_client
+                and topic_filter not in session.subscriptions
+                and len(session.subscriptions) >= cfg.max_subscriptions_per_client
+            ):
+                final.append(RC_QUOTA_EXCEEDED if self.v5 else RC_UNSPECIFIED)
+                continue
+            group, inner = shared if shared else (None, topic_filter)
+            opts = SubOptions(
+                inner,
+                qos,
+                no_local=no_local if self.v5 else False,
+                rap=rap if self.v5 else False,
+                retain_handling=rh if self.v5 else 0,
+                sub_id=sub_id,
+                group=group,
+            )
+            new = session.add_subscription(opts)
+            final.append(qos)
+            done.append((topic_filter, qos, no_local, rap, rh))
+            # Retained messages (MQTT 5 retain handling; none for shared subscriptions).
+            if group is None and (opts.retain_handling == 0 or (opts.retain_handling == 1 and new)):
+                retained_to_send.append((opts, new))
+        self.send_bytes(encode_suback(p.packet_id, final, self.level, ack_props))
+        for opts, _new in retained_to_send:
+            broker.send_retained(session, opts)
+        hook = "on_subscribe_m5" if self.v5 else "on_subscribe"
+        if broker.hooks.implemented(hook):
+            broker.hooks.notify(hook, hookargs.subscribed(self, done, p.properties, self.v5))
+
+    # ------------------------------------------------------------------------------ UNSUBSCRIBE
+
+    def _on_unsubscribe(self, p: Unsubscribe) -> Any:
+        hook = "on_unsubscribe_m5" if self.v5 else "on_unsubscribe"
+        if self.broker.hooks.implemented(hook):
+            return self._unsubscribe_hooked(p, hook)
+        self._apply_unsubscribe(p, p.topic_filters, None)
+        return None
+
+    async def _unsubscribe_hooked(self, p: Unsubscribe, hook: str) -> None:
+        args = hookargs.unsubscribe(self, list(p.topic_filters), p.properties, self.v5)
+        outcome = await self.broker.hooks.auth(hook, args)
+        if self.closing:
+            return
+        filters = list(p.topic_filters)
+        ack_props = None
+        if outcome.allowed and not outcome.unchanged:
+            rewritten = outcome.topics
+            mods = outcome.modifiers or {}
+            if rewritten is None and isinstance(mods.get("topics"), list):
+                rewritten = mods["topics"]
+            if rewritten is not None:
+                filters = [str(t) for t in rewritten]
+            extra = outcome.properties or mods.get("properties")
+            if self.v5 and extra and self.problem_info:
+                ack_props = from_hook(extra)
+        self._apply_unsubscribe(p, filters, ack_props)
+
+    def _apply_unsubscribe(
+        self, p: Unsubscribe, filters: list[str], ack_props: dict[str, Any] | None
+    ) -> None:
+        session = self.session
+        assert session is not None
+        codes = []
+        removed = []
+        for f in filters:
+            if session.remove_subscription(f):
+                codes.append(RC_SUCCESS)
+                removed.append(f)
+            else:
+                codes.append(RC_NO_SUBSCRIPTION_EXISTED)
+        if len(codes) != len(p.topic_filters):
+            # A rewrite changed the count: keep UNSUBACK one-to-one with the request.
+            codes = (codes + [RC_SUCCESS] * len(p.topic_filters))[: len(p.topic_filters)]
+        self.send_bytes(encode_unsuback(p.packet_id, codes, self.level, ack_props))
+        hooks = self.broker.hooks
+        if removed and hooks.implemented("on_topic_unsubscribed"):
+            hooks.notify(
+                "on_topic_unsubscribed",
+                {"mountpoint": self.mountpoint, "client_id": self.client_id, "topics": removed},
+            )
+
+    # ------------------------------------------------------------------------- DISCONNECT / AUTH
+
+    def _on_disconnect(self, p: Disconnect) -> None:
+        session = self.session
+        if self.v5 and session is not None:
+            interval = p.properties.get("session_expiry_interval")
+            if interval is not None:
+                if session.expiry_interval == 0 and interval != 0:
+                    self._protocol_error(
+                        MQTTError(RC_PROTOCOL_ERROR, "session expiry changed from 0 at DISCONNECT")
+                    )
+                    return
+                session.set_expiry(None if interval == NEVER_EXPIRES else float(interval))
+        self.end_kind = _NORMAL if p.reason_code == RC_SUCCESS else _WITH_WILL
+        log.info("client_disconnected", client_id=self.client_id, reason_code=p.reason_code)
+        self.closing = True
+        self._read_scope.cancel()
+        self.wake()
+
+    def _on_auth(self, p: Auth) -> Any:
+        """Re-authentication of a connected MQTT 5 client (MQTT 5 4.12.1)."""
+        method = p.properties.get("authentication_method")
+        if not self.v5 or self.auth_method is None or method != self.auth_method:
+            self._protocol_error(MQTTError(RC_PROTOCOL_ERROR, "unexpected AUTH"))
+            return None
+        if p.reason_code not in (RC_REAUTH, RC_CONTINUE_AUTH):
+            self._protocol_error(MQTTError(RC_PROTOCOL_ERROR, "bad AUTH reason code"))
+            return None
+        return self._reauth(method, p.properties.get("authentication_data"))
+
+    async def _reauth(self, method: str, data: bytes | None) -> None:
+        outcome = await self.broker.hooks.auth("on_auth_m5", hookargs.auth(self, method, data))
+        if self.closing:
+            return
+        if not outcome.allowed:
+            self.close(outcome.reason_code or RC_NOT_AUTHORIZED, outcome.reason)
+            return
+        code, props = _auth_result(outcome, method)
+        self.send_bytes(encode_auth(code, props))
+
+
+class _ClientGone(Exception):
+    """The client closed its socket while its CONNECT was being authenticated."""
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _peer_of(stream: trio.abc.Stream) -> tuple[str, int]:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        inner = getattr(stream, "transport_stream", None)
+        sock = getattr(inner, "socket", None)
+    try:
+        name = sock.getpeername() if sock is not None else None
+    except OSError:
+        name = None
+    if isinstance(name, tuple) and len(name) >= 2:
+        return str(name[0]), int(name[1])
+    return "local", 0
+
+
+def _auth_result(outcome: Outcome, method: str) -> tuple[int, dict[str, Any]]:
+    """(reason code, AUTH/CONNACK properties) from an allowed on_auth_m5 outcome."""
+    mods = outcome.modifiers or {}
+    code = mods.get("reason_code", RC_SUCCESS)
+    if code in ("success", None):
+        code = RC_SUCCESS
+    elif code == "continue_authentication":
+        code = RC_CONTINUE_AUTH
+    props = from_hook(mods.get("properties") or {})
+    props["authentication_method"] = method
+    return int(code), {
+        k: v for k, v in props.items() if k in ("authentication_method", "authentication_data")
+    }
+
+
+def _apply_session_modifiers(session: Session, conn: Connection, mods: dict[str, Any]) -> None:
+    """auth_on_register modifiers that tune the session (python-forms.md)."""
+    if not mods:
+        return
+    if "max_inflight_messages" in mods:
+        value = int(mods["max_inflight_messages"])
+        session.max_inflight = value
+        conn.window = value if not conn.v5 else (min(value, conn.window) if value else conn.window)
+    if "retry_interval" in mods:
+        session.retry_interval = int(mods["retry_interval"]) / 1000
+    if "upgrade_qos" in mods:
+        session.upgrade_qos = bool(mods["upgrade_qos"])
+    if "max_offline_messages" in mods:
+        session.max_offline = int(mods["max_offline_messages"])
+    if "max_online_messages" in mods:
+        session.max_online = int(mods["max_online_messages"])
+    if "max_message_rate" in mods:
+        conn.rate_limit = int(mods["max_message_rate"])
+
+
+def _modified_publish(message: Message, mods: dict[str, Any], v5: bool) -> Message:
+    changes: dict[str, Any] = {}
+    for key in ("topic", "payload", "qos", "retain", "mountpoint"):
+        if key in mods:
+            changes[key] = mods[key]
+    if v5 and "properties" in mods:
+        props = from_hook(mods["properties"])
+        if "message_expiry_interval" in props:
+            changes["expires_at"] = float(props.pop("message_expiry_interval"))
+        changes["properties"] = props or None
+    return message.copy(**changes) if changes else message
+
+
+def _modified_delivery(message: Message, mods: dict[str, Any], v5: bool) -> Message:
+    changes: dict[str, Any] = {}
+    if "topic" in mods:
+        changes["topic"] = mods["topic"]
+    if "payload" in mods:
+        changes["payload"] = mods["payload"]
+    if v5 and "properties" in mods:
+        changes["properties"] = from_hook(mods["properties"]) or None
+    if not changes:
+        return message
+    new = message.copy(**changes)
+    return new
