@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from struct import Struct
 from typing import Any
 
 from plugin_host.mqtt.errors import MQTTError
 from plugin_host.mqtt.packets import PacketType, Properties
 from plugin_host.mqtt.primitives import (
     MAX_VARINT,
-    decode_utf8,
     decode_varint,
     encode_binary,
     encode_utf8,
@@ -152,121 +152,150 @@ def context_name(context: int) -> str:
     return _CONTEXT_NAMES.get(context, str(context))
 
 
+# Compact lookup tables for the codecs (tuples/ints are faster than dataclass + enum lookups).
+_K_BYTE, _K_U16, _K_U32, _K_VARINT, _K_STR, _K_BIN, _K_PAIR = range(7)
+_KIND = {
+    _T.BYTE: _K_BYTE,
+    _T.TWO_BYTE_INT: _K_U16,
+    _T.FOUR_BYTE_INT: _K_U32,
+    _T.VARINT: _K_VARINT,
+    _T.UTF8: _K_STR,
+    _T.BINARY: _K_BIN,
+    _T.UTF8_PAIR: _K_PAIR,
+}
+_Entry = tuple[str, int, frozenset[int], int, int]
+# identifier -> (name, kind, allowed contexts, minimum, maximum)
+_DECODE: tuple[_Entry | None, ...] = tuple(
+    (
+        (
+            p.name,
+            _KIND[p.type],
+            p.allowed_in,
+            p.minimum,
+            p.maximum if p.maximum is not None else _INT_MAX.get(p.type, 0),
+        )
+        if p is not None
+        else None
+    )
+    for p in (PROPERTIES_BY_ID.get(i) for i in range(256))
+)
+# name -> (identifier byte, kind, allowed contexts, minimum, maximum)
+_ENCODE: dict[str, tuple[bytes, int, frozenset[int], int, int]] = {
+    name: (bytes((p.identifier,)), *entry[1:])
+    for name, p in PROPERTIES_BY_NAME.items()
+    if (entry := _DECODE[p.identifier]) is not None
+}
+_PACK_BYTE = Struct("!BB").pack
+_PACK_U16 = Struct("!BH").pack
+_PACK_U32 = Struct("!BI").pack
+
+
 # --------------------------------------------------------------------------------------- decode
+
+
+def _truncated(name: str) -> MQTTError:
+    return MQTTError(MALFORMED, f"truncated property {name}")
 
 
 def decode_properties(data: bytes, pos: int, end: int, context: int) -> tuple[Properties, int]:
     """Decode a property block (length prefix included) starting at ``data[pos]``.
 
     Returns ``(properties, position after the block)``. Enforces: known identifier allowed in
-    ``context`` (else 0x81 malformed), value types and lengths (0x81), single-use properties at
-    most once (0x82 protocol error), value ranges (0x82; topic alias 0 is 0x94).
+    ``context`` (else 0x81 malformed), value types and lengths (0x81), strict UTF-8 without
+    U+0000 (0x81), single-use properties at most once (0x82 protocol error), value ranges (0x82;
+    topic alias 0 is 0x94).
     """
-    length, pos = decode_varint(data, pos)
+    try:
+        return _decode_properties(data, pos, end, context)
+    except UnicodeDecodeError:
+        raise MQTTError(MALFORMED, "property string is not valid UTF-8") from None
+    except IndexError:
+        raise MQTTError(MALFORMED, "truncated property block") from None
+
+
+def _decode_properties(data: bytes, pos: int, end: int, context: int) -> tuple[Properties, int]:
+    length = data[pos]
+    if length < 0x80:
+        pos += 1
+    else:
+        length, pos = decode_varint(data, pos)
     stop = pos + length
     if stop > end:
         raise MQTTError(MALFORMED, "property length exceeds packet")
     props: Properties = {}
-    if not length:
-        return props, stop
-    get = PROPERTIES_BY_ID.get
+    table = _DECODE
     while pos < stop:
         ident = data[pos]
-        pos += 1
-        spec = get(ident)
-        if spec is None:
+        entry = table[ident]
+        if entry is None:
             raise MQTTError(MALFORMED, f"unknown property identifier {ident}")
-        name = spec.name
-        if context not in spec.allowed_in:
+        name, kind, allowed, lo, hi = entry
+        if context not in allowed:
             raise MQTTError(MALFORMED, f"property {name} not allowed in {context_name(context)}")
-        ptype = spec.type
+        pos += 1
         value: Any
-        if ptype is _T.BYTE:
-            if pos >= stop:
-                raise MQTTError(MALFORMED, f"truncated property {name}")
-            value = data[pos]
-            pos += 1
-        elif ptype is _T.TWO_BYTE_INT:
+        if kind >= _K_STR:
             if pos + 2 > stop:
-                raise MQTTError(MALFORMED, f"truncated property {name}")
-            value = (data[pos] << 8) | data[pos + 1]
-            pos += 2
-        elif ptype is _T.FOUR_BYTE_INT:
-            if pos + 4 > stop:
-                raise MQTTError(MALFORMED, f"truncated property {name}")
-            value = int.from_bytes(data[pos : pos + 4], "big")
-            pos += 4
-        elif ptype is _T.VARINT:
-            value, pos = decode_varint(data, pos)
-            if pos > stop:
-                raise MQTTError(MALFORMED, f"truncated property {name}")
-        elif ptype is _T.UTF8_PAIR:
-            key, pos = _read_string(data, pos, stop, name)
-            val, pos = _read_string(data, pos, stop, name)
-            pairs = props.get(name)
-            if pairs is None:
-                props[name] = [(key, val)]
-            else:
-                pairs.append((key, val))
-            continue
-        else:
-            if pos + 2 > stop:
-                raise MQTTError(MALFORMED, f"truncated property {name}")
+                raise _truncated(name)
             n = (data[pos] << 8) | data[pos + 1]
-            pos += 2
-            if pos + n > stop:
-                raise MQTTError(MALFORMED, f"truncated property {name}")
-            raw = data[pos : pos + n]
-            pos += n
-            value = decode_utf8(raw, f"property {name}") if ptype is _T.UTF8 else raw
-        # Range rules (spec 3.x): value 0 for receive_maximum, maximum_packet_size,
-        # subscription_identifier and topic_alias, or a flag other than 0/1, is a protocol error.
-        if ptype <= _T.VARINT and value < spec.minimum:
-            code = 0x94 if ident == 35 else PROTOCOL_ERROR
-            raise MQTTError(code, f"property {name} must not be {value}")
-        if spec.maximum is not None and value > spec.maximum:
-            raise MQTTError(PROTOCOL_ERROR, f"property {name} must be 0 or 1, got {value}")
-        if ident == 11 and context == PacketType.PUBLISH:
-            ids = props.get(name)
-            if ids is None:
-                props[name] = [value]
+            pos += 2 + n
+            if pos > stop:
+                raise _truncated(name)
+            if kind == _K_BIN:
+                value = data[pos - n : pos]
             else:
-                ids.append(value)
-            continue
+                value = str(data[pos - n : pos], "utf-8")
+                if "\x00" in value:
+                    raise MQTTError(MALFORMED, f"property {name} contains U+0000")
+                if kind == _K_PAIR:
+                    if pos + 2 > stop:
+                        raise _truncated(name)
+                    n = (data[pos] << 8) | data[pos + 1]
+                    pos += 2 + n
+                    if pos > stop:
+                        raise _truncated(name)
+                    second = str(data[pos - n : pos], "utf-8")
+                    if "\x00" in second:
+                        raise MQTTError(MALFORMED, f"property {name} contains U+0000")
+                    pairs = props.get(name)
+                    if pairs is None:
+                        props[name] = [(value, second)]
+                    else:
+                        pairs.append((value, second))
+                    continue
+        else:
+            if kind == _K_U32:
+                value = int.from_bytes(data[pos : pos + 4], "big")
+                pos += 4
+            elif kind == _K_BYTE:
+                value = data[pos] if pos < stop else 0
+                pos += 1
+            elif kind == _K_U16:
+                value = int.from_bytes(data[pos : pos + 2], "big")
+                pos += 2
+            else:
+                value, pos = decode_varint(data, pos)
+            if pos > stop:
+                raise _truncated(name)
+            # Range rules (spec 3.x): 0 for receive_maximum, maximum_packet_size,
+            # subscription_identifier and topic_alias, or a flag other than 0/1, is an error.
+            if not lo <= value <= hi:
+                code = 0x94 if ident == 35 else PROTOCOL_ERROR
+                raise MQTTError(code, f"property {name} must not be {value}")
+            if ident == 11 and context == PacketType.PUBLISH:
+                ids = props.get(name)
+                if ids is None:
+                    props[name] = [value]
+                else:
+                    ids.append(value)
+                continue
         if name in props:
             raise MQTTError(PROTOCOL_ERROR, f"property {name} included more than once")
         props[name] = value
-    if pos != stop:
-        raise MQTTError(MALFORMED, "property block overruns its length")
     return props, stop
 
 
-def _read_string(data: bytes, pos: int, stop: int, name: str) -> tuple[str, int]:
-    if pos + 2 > stop:
-        raise MQTTError(MALFORMED, f"truncated property {name}")
-    n = (data[pos] << 8) | data[pos + 1]
-    pos += 2
-    if pos + n > stop:
-        raise MQTTError(MALFORMED, f"truncated property {name}")
-    return decode_utf8(data[pos : pos + n], f"property {name}"), pos + n
-
-
 # --------------------------------------------------------------------------------------- encode
-
-
-def _encode_int(spec: PropertySpec, value: Any) -> bytes:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"property {spec.name} must be an int, got {value!r}")
-    ptype = spec.type
-    if not spec.minimum <= value <= (spec.maximum if spec.maximum is not None else _INT_MAX[ptype]):
-        raise ValueError(f"property {spec.name} out of range: {value}")
-    if ptype is _T.BYTE:
-        return bytes((spec.identifier, value))
-    if ptype is _T.TWO_BYTE_INT:
-        return bytes((spec.identifier, value >> 8, value & 0xFF))
-    if ptype is _T.FOUR_BYTE_INT:
-        return bytes((spec.identifier,)) + value.to_bytes(4, "big")
-    return bytes((spec.identifier,)) + encode_varint(value)
 
 
 def encode_property_block(props: Mapping[str, Any] | None, context: int) -> bytes:
@@ -277,30 +306,43 @@ def encode_property_block(props: Mapping[str, Any] | None, context: int) -> byte
     """
     if not props:
         return b"\x00"
-    parts: list[bytes] = []
+    out = bytearray()
     for name, value in props.items():
-        spec = PROPERTIES_BY_NAME.get(name)
-        if spec is None:
+        entry = _ENCODE.get(name)
+        if entry is None:
             raise ValueError(f"unknown MQTT 5 property {name!r}")
-        if context not in spec.allowed_in:
+        ident, kind, allowed, lo, hi = entry
+        if context not in allowed:
             raise ValueError(f"property {name} not allowed in {context_name(context)}")
-        ptype = spec.type
-        ident = bytes((spec.identifier,))
-        if ptype is _T.UTF8_PAIR:
+        if kind == _K_PAIR:
             for key, val in value:
-                parts.append(ident + encode_utf8(key) + encode_utf8(val))
-        elif ptype is _T.UTF8:
+                out += ident
+                out += encode_utf8(key)
+                out += encode_utf8(val)
+        elif kind == _K_STR:
             if not isinstance(value, str):
                 raise ValueError(f"property {name} must be a str, got {value!r}")
-            parts.append(ident + encode_utf8(value))
-        elif ptype is _T.BINARY:
+            out += ident
+            out += encode_utf8(value)
+        elif kind == _K_BIN:
             if not isinstance(value, bytes | bytearray | memoryview):
                 raise ValueError(f"property {name} must be bytes, got {value!r}")
-            parts.append(ident + encode_binary(bytes(value)))
-        elif spec.identifier == 11 and not isinstance(value, int):
-            # PUBLISH carries a list of subscription identifiers (one per matching subscription).
-            parts.extend(_encode_int(spec, v) for v in value)
+            out += ident
+            out += encode_binary(bytes(value))
         else:
-            parts.append(_encode_int(spec, value))
-    body = b"".join(parts)
-    return encode_varint(len(body)) + body
+            # PUBLISH carries a list of subscription identifiers (one per matching subscription).
+            values = value if kind == _K_VARINT and not isinstance(value, int) else (value,)
+            for v in values:
+                if type(v) is not int or not lo <= v <= hi:
+                    raise ValueError(f"property {name}: bad value {v!r}")
+                if kind == _K_U32:
+                    out += _PACK_U32(ident[0], v)
+                elif kind == _K_BYTE:
+                    out += _PACK_BYTE(ident[0], v)
+                elif kind == _K_U16:
+                    out += _PACK_U16(ident[0], v)
+                else:
+                    out += ident
+                    out += encode_varint(v)
+    n = len(out)
+    return (bytes((n,)) if n < 128 else encode_varint(n)) + out
