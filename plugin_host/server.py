@@ -7,8 +7,12 @@ bound addresses once every listener accepts connections.
 
 from __future__ import annotations
 
+import importlib.metadata
 import signal
+from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 import trio
@@ -30,6 +34,7 @@ class ServerInfo:
 
     listeners: list[BoundListener] = field(default_factory=list)
     broker: Broker | None = None
+    plugins: Any = None  # the PluginManager, when plugins were discovered
     shutdown_requested: trio.Event = field(default_factory=trio.Event)
     force_stop: trio.CancelScope = field(default_factory=trio.CancelScope)
 
@@ -80,50 +85,73 @@ async def serve(
     *,
     handle_signals: bool = True,
     hooks: HookDispatch | None = None,
+    plugins: Mapping[str, Any] | None = None,
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve MQTT on every configured listener until asked to stop.
 
+    Start-up: discover and register the plugins (installed entry points, ``--plugins-dir``,
+    plus ``plugins``: in-process plugin objects by name), bind every listener, enter the
+    plugin lifespans, then accept clients. ``entry_points=()`` ignores installed plugins;
+    ``hooks`` replaces the whole plugin system with a given dispatcher (broker tests).
+
     Returns (without a traceback) after a graceful shutdown triggered by SIGINT, SIGTERM or
     :meth:`ServerInfo.shutdown`: listeners stop accepting, every client is disconnected (MQTT 5
-    clients get DISCONNECT 0x8B), then the broker's tasks stop. ``handle_signals=False`` leaves
-    signal handling to the caller (in-process test brokers). ``hooks`` replaces plugin
-    discovery with a given dispatcher (tests).
+    clients get DISCONNECT 0x8B), queued hook notifications are delivered, the plugin
+    lifespans exit in reverse order. ``handle_signals=False`` leaves signals to the caller.
     """
+    manager = None
+    if hooks is None:
+        from plugin_host.plugins.manager import PluginManager
+
+        manager = PluginManager.discover(config, entry_points=entry_points, extra_plugins=plugins)
+        log.info("plugins_loaded", plugins=list(manager.names))
     broker = Broker(config, hooks)
     listeners = await bind_listeners(config)
     info = ServerInfo(listeners=listeners, broker=broker)
     try:
         with info.force_stop:
-            async with trio.open_nursery() as nursery:
-                if handle_signals:
-                    nursery.start_soon(_watch_signals, info)
-                await nursery.start(broker.run)
-                async with trio.open_nursery() as serving:
-                    for bound in listeners:
-                        serving.start_soon(serve_listener, bound, broker.handle_connection)
-                    for bound in listeners:
-                        for host, port in bound.addresses:
-                            log.info(
-                                "listening",
-                                listener=bound.name,
-                                kind=bound.kind,
-                                host=host,
-                                port=port,
-                            )
-                    task_status.started(info)
-                    await info.shutdown_requested.wait()
-                    log.info("shutting_down", connections=len(broker.connections))
-                    for bound in listeners:
-                        stop_accepting(bound)
-                    await broker.shutdown()
-                    serving.cancel_scope.cancel()
-                nursery.cancel_scope.cancel()
+            async with AsyncExitStack() as stack:
+                if manager is not None:
+                    dispatcher = await stack.enter_async_context(manager.running(broker.host()))
+                    broker.set_hooks(dispatcher)
+                    info.plugins = manager
+                await _serve_listeners(info, broker, listeners, handle_signals, task_status)
     finally:
         for bound in listeners:
             with trio.CancelScope(shield=True):
                 await bound.aclose()
     log.info("stopped")
+
+
+async def _serve_listeners(
+    info: ServerInfo,
+    broker: Broker,
+    listeners: list[BoundListener],
+    handle_signals: bool,
+    task_status: trio.TaskStatus[ServerInfo],
+) -> None:
+    async with trio.open_nursery() as nursery:
+        if handle_signals:
+            nursery.start_soon(_watch_signals, info)
+        await nursery.start(broker.run)
+        async with trio.open_nursery() as serving:
+            for bound in listeners:
+                serving.start_soon(serve_listener, bound, broker.handle_connection)
+            for bound in listeners:
+                for host, port in bound.addresses:
+                    log.info(
+                        "listening", listener=bound.name, kind=bound.kind, host=host, port=port
+                    )
+            task_status.started(info)
+            await info.shutdown_requested.wait()
+            log.info("shutting_down", connections=len(broker.connections))
+            for bound in listeners:
+                stop_accepting(bound)
+            await broker.shutdown()
+            serving.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
 
 
 async def _watch_signals(info: ServerInfo) -> None:

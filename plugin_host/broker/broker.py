@@ -115,9 +115,8 @@ class Broker:
         await self.timers.run()
 
     def set_hooks(self, hooks: HookDispatch) -> None:
-        """Install the plugin dispatcher (before serving, or live)."""
+        """Install the plugin dispatcher (before serving)."""
         self.hooks = hooks
-        self.hooks_changed()
 
     async def handle_connection(self, stream: trio.abc.Stream, listener: BoundListener) -> None:
         """Listener callback: serve one client connection."""
@@ -440,15 +439,12 @@ class Broker:
         )
 
     def hooks_changed(self) -> None:
-        """Re-read which hooks are implemented (cached per connection for on_deliver)."""
+        """Tell the dispatcher the set of active hooks changed (nothing is cached here)."""
         refresh = getattr(self.hooks, "hooks_changed", None)
         if callable(refresh):
             refresh()
         for conn in self.connections:
-            if conn.connected:
-                conn.deliver_hooked = self.hooks.implemented(
-                    "on_deliver_m5" if conn.v5 else "on_deliver"
-                )
+            conn.wake()  # queued deliveries may now skip (or need) on_deliver
 
     def host(self) -> BrokerHost:
         """The :class:`~plugin_host.hooks.api.Host` view of this broker for plugins."""

@@ -156,7 +156,7 @@ class Connection:
         "client_max_packet",
         "closing",
         "connected",
-        "deliver_hooked",
+        "deliver_hook",
         "end_kind",
         "keepalive",
         "level",
@@ -214,7 +214,7 @@ class Connection:
         self.alias_out_max = 0
         self.problem_info = True
         self.auth_method: str | None = None
-        self.deliver_hooked = False
+        self.deliver_hook = "on_deliver"  # the on_deliver variant for this protocol level
         self.rate_limit = cfg.max_message_rate
         self.rate_count = 0
         self.rate_window = 0.0
@@ -290,7 +290,7 @@ class Connection:
             while True:
                 session = self.session
                 if session is not None and session.queue and self.connected and not self.closing:
-                    if self.deliver_hooked:
+                    if self.broker.hooks.implemented(self.deliver_hook):
                         await self._drain_hooked(session)
                     else:
                         self._drain(session)
@@ -321,7 +321,7 @@ class Connection:
     async def _drain_hooked(self, session: Session) -> None:
         """As :meth:`_drain`, asking on_deliver(_m5) before each message."""
         queue = session.queue
-        hook = "on_deliver_m5" if self.v5 else "on_deliver"
+        hook = self.deliver_hook
         hooks = self.broker.hooks
         while queue and not self.closing and session.conn is self:
             message, qos, sub_ids, retain = queue[0]
@@ -825,7 +825,7 @@ class Connection:
         lifetime = float(modifiers.get("max_connection_lifetime") or lcfg.max_connection_lifetime)
         if lifetime > 0:
             self._lifetime_deadline = trio.current_time() + lifetime
-        self.deliver_hooked = hooks.implemented("on_deliver_m5" if v5 else "on_deliver")
+        self.deliver_hook = "on_deliver_m5" if v5 else "on_deliver"
         if v5:
             if cfg.receive_max_broker < 65535:
                 connack_props["receive_maximum"] = cfg.receive_max_broker

@@ -169,7 +169,8 @@ class Session:
             if qos and self.persistent:
                 self.enqueue(message, qos, sub_ids, retain, offline=True)
             return
-        if self.queue or conn.deliver_hooked:
+        # With an on_deliver hook every delivery waits for it in the connection's writer.
+        if self.queue or self.broker.hooks.implemented(conn.deliver_hook):
             self.enqueue(message, qos, sub_ids, retain)
             conn.wake()
         elif not conn.send_message(message, qos, sub_ids, retain):
