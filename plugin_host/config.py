@@ -1017,7 +1017,9 @@ def _where(origin: Origin, here: Origin) -> str:
 
 
 def _unknown(entry: _Entry, candidates: Iterable[str], what: str = "unknown key") -> ConfigError:
-    close = difflib.get_close_matches(entry.canon, list(candidates), n=1, cutoff=0.75)
+    depth = entry.canon.count(".")
+    same_shape = [c for c in candidates if c.count(".") == depth]
+    close = difflib.get_close_matches(entry.canon, same_shape, n=1, cutoff=0.75)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return entry.error(f"{what}{hint}")
 
@@ -1139,10 +1141,8 @@ class _Builder:
         elif head in _LISTENER_OPTIONS or head in IGNORED_LISTENER_OPTIONS:
             self.listener_option(entry, rest, None, self.global_opts)
         else:
-            raise _unknown(
-                entry,
-                _known_keys(),
-                f"unknown listener kind or option {head!r} (kinds: {', '.join(LISTENER_KINDS)})",
+            raise entry.error(
+                f"unknown listener kind or option {head!r} (kinds: {', '.join(LISTENER_KINDS)})"
             )
 
     def address(self, entry: _Entry, kind: str, name: str) -> None:
@@ -1177,7 +1177,7 @@ class _Builder:
 
     def build_listeners(self, listen: Sequence[str]) -> list[ListenerConfig]:
         for (kind, name), options in self.listener_opts.items():
-            if (kind, name) not in self.addresses:
+            if options and (kind, name) not in self.addresses:
                 entry = next(iter(options.values()))[1]
                 raise entry.error(
                     f"no listener {kind}.{name} is declared (add listener.{kind}.{name} = ip:port)"
