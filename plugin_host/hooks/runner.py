@@ -158,9 +158,10 @@ class Dispatcher(HookDispatch):
         self.dropped_by_hook: dict[str, int] = {}
         #: Hookimpl calls that raised, timed out or returned an invalid result.
         self.errors = 0
+        self._enqueued = 0
+        self._taken = 0
         self._dropped_since_warning = 0
         self._last_drop_warning = -DROP_WARNING_INTERVAL
-        self._closed = False
         self.recompile()
 
     # ----------------------------------------------------------------------------------------
@@ -361,6 +362,7 @@ class Dispatcher(HookDispatch):
             sender = self._senders[hash(args.get("client_id")) % self._workers]
         try:
             sender.send_nowait((hook, args))
+            self._enqueued += 1
         except trio.WouldBlock:
             self._drop(hook)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -415,6 +417,7 @@ class Dispatcher(HookDispatch):
     async def _worker(self, receive: trio.MemoryReceiveChannel[_Notification]) -> None:
         async with receive:
             async for hook, args in receive:
+                self._taken += 1
                 # Looked up now, not at notify(): a plugin may have gone inactive meanwhile.
                 chain = self._chains.get(hook, ())
                 if self.trace:
@@ -434,10 +437,9 @@ class Dispatcher(HookDispatch):
 
     def close_notifications(self) -> None:
         """Stop accepting notifications; the workers finish what is queued, then return."""
-        self._closed = True
         for send in self._senders:
             send.close()
 
     def queued(self) -> int:
-        """Notifications waiting in the queues."""
-        return sum(send.statistics().current_buffer_used for send in self._senders)
+        """Notifications accepted by :meth:`notify` that no worker has taken yet."""
+        return self._enqueued - self._taken
