@@ -42,7 +42,8 @@ def bench_parse(level: int, qos: int, props: dict[str, Any] | None, seconds: flo
     chunks = [stream[i : i + CHUNK] for i in range(0, len(stream), CHUNK)]
 
     def run() -> int:
-        parser = Parser(server_side=False, protocol_level=level)
+        # Server side, after CONNECT: what the broker does with its clients' PUBLISH packets.
+        parser = Parser(server_side=True, protocol_level=level)
         n = 0
         for chunk in chunks:
             n += len(parser.feed(chunk))
@@ -64,7 +65,9 @@ def bench_encode(level: int, qos: int, props: dict[str, Any] | None, seconds: fl
     return _rate(run, seconds)
 
 
-def bench_encode_generic(level: int, qos: int, props: dict[str, Any] | None, seconds: float) -> float:
+def bench_encode_generic(
+    level: int, qos: int, props: dict[str, Any] | None, seconds: float
+) -> float:
     batch = 1000
     pkt = Publish(TOPIC, PAYLOAD, qos, False, False, 1 if qos else None, dict(props or {}))
 

@@ -206,9 +206,9 @@ def encode_connack(
     Raises ``ValueError`` when v3 has no equivalent (the v3 rule is then: close without CONNACK).
     """
     if protocol_level == MQTT_5:
-        body = bytes((1 if session_present else 0, reason_code)) + encode_property_block(
-            properties, PacketType.CONNACK
-        )
+        # Session present must be 0 with a failure code (MQTT-3.2.2-6).
+        flags = 1 if session_present and not reason_code else 0
+        body = bytes((flags, reason_code)) + encode_property_block(properties, PacketType.CONNACK)
         return _packet(0x20, body)
     code = reason_code
     if code > 5:

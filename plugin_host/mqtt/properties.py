@@ -316,6 +316,8 @@ def encode_property_block(props: Mapping[str, Any] | None, context: int) -> byte
             raise ValueError(f"property {name} not allowed in {context_name(context)}")
         if kind == _K_PAIR:
             for key, val in value:
+                if type(key) is not str or type(val) is not str:
+                    raise ValueError(f"property {name} needs (str, str) pairs, got {value!r}")
                 out += ident
                 out += encode_utf8(key)
                 out += encode_utf8(val)
