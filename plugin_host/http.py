@@ -363,7 +363,9 @@ class HTTPPool:
     (that wait counts against its timeout and ends as kind ``"pool"``). ``idle_timeout``
     (seconds, ``None`` = forever) closes connections unused that long. ``tls`` is a
     :class:`TLSOptions` (its ``server_name`` becomes the SNI/hostname of every request) or a
-    ready :class:`ssl.SSLContext`; ``None`` = system CAs with verification. ``timeout`` is
+    ready :class:`ssl.SSLContext`; ``None`` = system CAs with verification. ``ssl_context``
+    may carry the context already built from ``tls`` by :func:`build_ssl_context`, so that
+    pools with the same options share one (loading the system CAs takes ~40 ms). ``timeout`` is
     the default per-request deadline in seconds (``None`` = none). Bodies larger than
     ``max_response_size`` bytes are refused (kind ``"protocol"``).
 
@@ -378,16 +380,15 @@ class HTTPPool:
         size: int = 100,
         idle_timeout: float | None = 60.0,
         tls: TLSOptions | ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         timeout: float | None = 5.0,
         max_response_size: int = 16 * 1024 * 1024,
-        name: str = "",
     ) -> None:
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
         import httpx2  # lazy: see the module docstring
 
         self._httpx2 = httpx2
-        self.name = name
         self.size = size
         self.timeout = timeout
         self.max_response_size = max_response_size
@@ -397,7 +398,8 @@ class HTTPPool:
             self._depth: int | None = None
         else:
             options = tls or TLSOptions()
-            ssl_context = build_ssl_context(options)
+            if ssl_context is None:
+                ssl_context = build_ssl_context(options)
             self._server_name = options.server_name
             self._depth = options.depth
         self._transport = httpx2.AsyncHTTPTransport(

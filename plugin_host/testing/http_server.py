@@ -17,7 +17,8 @@ timeout, can delay responses, and can drop a request that arrives on a reused co
 
 HTTPS: pass ``tls=server_tls_context(ca)`` (``ca`` a ``trustme.CA``), optionally with
 ``require_client_cert=True`` for mutual TLS. :func:`encrypted_key_pem` produces a
-password-protected copy of a trustme key for client-side tests.
+password-protected copy of a trustme key, :func:`write_tls_files` writes a CA file and a
+client certificate/key (plain and encrypted) for client-side tests.
 
 The server lives in its own nursery inside ``open_http_server``; leaving the block closes it.
 """
@@ -30,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -40,10 +42,12 @@ __all__ = [
     "Handler",
     "Request",
     "Response",
+    "TLSFiles",
     "encrypted_key_pem",
     "open_http_server",
     "self_signed_tls_context",
     "server_tls_context",
+    "write_tls_files",
 ]
 
 
@@ -371,6 +375,39 @@ def self_signed_tls_context() -> ssl.SSLContext:
     with root.cert_pem.tempfile() as cert, root.private_key_pem.tempfile() as key:
         ctx.load_cert_chain(cert, key)
     return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """PEM files for a client: the CA that signs the test servers, and a client certificate."""
+
+    ca: Any  # the trustme.CA
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    encrypted_keyfile: Path
+    key_password: str
+
+
+def write_tls_files(
+    ca: Any, directory: Path, *, common_name: str = "test-client", password: str = "s3cret"
+) -> TLSFiles:
+    """Write ``ca``'s certificate, a client certificate issued by it and its key (plain and
+    encrypted with ``password``) into ``directory``, as a deployment would have them."""
+    client = ca.issue_cert(f"{common_name}@example.test", common_name=common_name)
+    files = TLSFiles(
+        ca=ca,
+        cafile=directory / "ca.pem",
+        certfile=directory / "client.pem",
+        keyfile=directory / "client.key",
+        encrypted_keyfile=directory / "client-encrypted.key",
+        key_password=password,
+    )
+    ca.cert_pem.write_to_path(str(files.cafile))
+    client.cert_chain_pems[0].write_to_path(str(files.certfile))
+    client.private_key_pem.write_to_path(str(files.keyfile))
+    files.encrypted_keyfile.write_bytes(encrypted_key_pem(client, password))
+    return files
 
 
 def encrypted_key_pem(leaf: Any, password: str) -> bytes:
