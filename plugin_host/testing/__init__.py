@@ -1,1 +1,25 @@
-"""Helpers for testing plugins and the broker itself: a public API for plugin authors."""
+"""Helpers for testing plugins and the broker itself: a public API for plugin authors.
+
+* :func:`run_broker` starts an in-process broker (with your plugins) on an ephemeral port;
+* :func:`open_client` connects a small MQTT client (3.1, 3.1.1 or 5) to it;
+* ``pytest_plugins = ["plugin_host.testing.pytest_plugin"]`` provides the ``mqtt_broker`` and
+  ``broker_factory`` fixtures.
+"""
+
+from plugin_host.testing.broker import RunningBroker, make_config, run_broker
+from plugin_host.testing.client import (
+    ClientSession,
+    ConnectionRefused,
+    MQTTClient,
+    open_client,
+)
+
+__all__ = [
+    "ClientSession",
+    "ConnectionRefused",
+    "MQTTClient",
+    "RunningBroker",
+    "make_config",
+    "open_client",
+    "run_broker",
+]

@@ -474,6 +474,8 @@ async def open_client(
         will=will,
         properties=dict(properties or {}),
     )
+    refused: ConnectionRefused | None = None
+    body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             await client.send_packet(connect)
@@ -485,15 +487,28 @@ async def open_client(
                     packet = None
                 client.connack = packet if isinstance(packet, Connack) else None
                 if check_connack and (client.connack is None or client.connack.reason_code != 0):
-                    raise ConnectionRefused(client.connack)
-            if client.connack is not None and client.v5:
-                ka = client.connack.properties.get("server_keep_alive")
-                if ka is not None and auto_ping:
-                    client.keepalive = ka
-            nursery.start_soon(client._pinger)
-            try:
-                yield client
-            finally:
+                    refused = ConnectionRefused(client.connack)
+            if refused is None:
+                if client.connack is not None and client.v5:
+                    ka = client.connack.properties.get("server_keep_alive")
+                    if ka is not None and auto_ping:
+                        client.keepalive = ka
+                nursery.start_soon(client._pinger)
+                try:
+                    yield client
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    nursery.cancel_scope.cancel()
+            else:
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Give the test its own exception, not a group made by the client's nursery.
+        if body_error is not None and list(group.exceptions) == [body_error]:
+            raise body_error from None
+        raise
     finally:
         await trio.aclose_forcefully(stream)
+    if refused is not None:
+        raise refused
