@@ -1,1 +1,696 @@
-"""Entry point module of the diversity plugin (hookimpls are added as the plugin is built)."""
+"""The diversity plugin: VerneMQ ``vmq_diversity``-compatible Lua hooks (entry point ``diversity``).
+
+:class:`DiversityPlugin` holds everything one running plugin owns: its Lua scripts and
+states, ``kv`` tables, ``auth_cache``, HTTP pools, the obfuscation key. All of it is created
+in :meth:`DiversityPlugin.plugin_host_lifespan` and released when the lifespan ends.
+
+The entry point is this module; pluggy registers the module, so the hookimpls pluggy sees are
+the bound methods of one module-level instance (:data:`plugin`), exported below. Tests and
+embedders create their own :class:`DiversityPlugin` instances.
+
+Chain semantics (spec 4.2-4.4): scripts are asked in load order; the first that returns
+something other than nil decides; ``false`` denies and stops the chain (no later script or
+plugin is asked). For ``auth_on_publish(_m5)`` / ``auth_on_subscribe(_m5)`` /
+``on_unsubscribe(_m5)`` the auth cache is consulted first. A failing script (runtime error,
+call budget exceeded, memory limit) is logged and then treated per ``plugins.diversity.on_error``:
+``deny`` (the default, fail closed) answers ``Deny("lua_script_error")``; ``next`` moves on to
+the next script and then the next plugin, which is VerneMQ's behaviour for auth hooks.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+import trio
+
+from plugin_host import Deny, hookimpl
+from plugin_host.settings import ConfigError, Key, PluginSection
+from plugin_host_diversity import translate
+from plugin_host_diversity.auth_cache import AuthCache
+from plugin_host_diversity.config import DiversityConfig, ScriptSource, parse, schema
+from plugin_host_diversity.convert import ConversionError
+from plugin_host_diversity.kv import KVStore
+from plugin_host_diversity.lua_http import LuaHTTP
+from plugin_host_diversity.obf import Obfuscator
+from plugin_host_diversity.runtime import ScriptError
+from plugin_host_diversity.scripts import Script, ScriptLoadError, ScriptSet, load_script
+from plugin_host_diversity.services import PluginServices
+
+__all__ = ["DiversityPlugin", "plugin"]
+
+_SCRIPT_ERROR = Deny("lua_script_error")
+_CACHE_DENY = Deny("not_authorized")
+_EMPTY = ScriptSet()
+_CACHE_DROP_HOOKS = ("on_client_offline", "on_client_gone", "on_session_expired")
+
+
+class _Running:
+    """What one lifespan of the plugin owns."""
+
+    def __init__(
+        self,
+        host: Any,
+        config: DiversityConfig,
+        services: PluginServices,
+        log: Any,
+        on_error: str,
+    ) -> None:
+        self.host = host
+        self.config = config
+        self.services = services
+        self.log = log
+        self.on_error = on_error
+        self.reload_lock = trio.Lock()
+
+
+class DiversityPlugin:
+    """Lua scripts as hooks. One instance = one running plugin (see the module docstring)."""
+
+    def __init__(self, name: str = "diversity") -> None:
+        self.name = name
+        self._scripts: ScriptSet = _EMPTY
+        self._running: _Running | None = None
+        self._cache: AuthCache | None = None
+        self._active: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------------------------------
+    # Plugin lifecycle hooks
+    # ------------------------------------------------------------------------------------
+
+    @hookimpl
+    def plugin_host_config_schema(self) -> list[Key]:
+        return schema()
+
+    @hookimpl
+    def plugin_host_lifespan(self, host: Any, config: PluginSection) -> Any:
+        return self._lifespan(host, config)
+
+    @hookimpl
+    def plugin_host_active_hooks(self) -> frozenset[str]:
+        """The hooks some loaded script defines (plus the auth cache's once it is used)."""
+        return self._active
+
+    @property
+    def scripts(self) -> tuple[Script, ...]:
+        """The loaded scripts, in call order."""
+        return self._scripts.scripts
+
+    @property
+    def kv(self) -> KVStore:
+        if self._running is None:
+            raise RuntimeError("the diversity plugin is not running")
+        return self._running.services.kv
+
+    @property
+    def auth_cache(self) -> AuthCache:
+        if self._cache is None:
+            raise RuntimeError("the diversity plugin is not running")
+        return self._cache
+
+    @asynccontextmanager
+    async def _lifespan(self, host: Any, section: PluginSection) -> AsyncIterator[DiversityPlugin]:
+        if self._running is not None:
+            raise RuntimeError(f"plugin {self.name!r} is already running")
+        config = parse(section if section is not None else PluginSection(plugin=self.name))
+        log = getattr(host, "log", None) or structlog.get_logger(__name__).bind(plugin=self.name)
+        on_error = "deny"
+        host_config = getattr(host, "config", None)
+        if host_config is not None and hasattr(host_config, "plugin"):
+            on_error = host_config.plugin(self.name).on_error
+        limiter = trio.CapacityLimiter(config.bcrypt_threads)
+        http = LuaHTTP(config.tls, limiter)
+        cache = AuthCache(log)
+        services = PluginServices(
+            host=host,
+            kv=KVStore(),
+            cache=cache,
+            obf=Obfuscator(),
+            http=http,
+            bcrypt_rounds=config.bcrypt_rounds,
+            limiter=limiter,
+            script_dir=config.script_dir,
+            on_cache_used=self._cache_used,
+        )
+        running = _Running(host, config, services, log, on_error)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._running, self._cache = running, cache
+                scripts: list[Script] = []
+                for source in config.scripts():
+                    try:
+                        scripts.append(await self._load(source))
+                    except ScriptLoadError as exc:
+                        raise ConfigError(
+                            f"Lua script failed to load: {exc.message}",
+                            file=exc.file,
+                            line=exc.line,
+                        ) from None
+                self._set_scripts(ScriptSet(scripts), notify=False)
+                if (
+                    config.reload_on_sighup
+                    and threading.current_thread() is threading.main_thread()
+                ):
+                    nursery.start_soon(self._watch_sighup)
+                log.info("diversity_started", scripts=[s.name for s in scripts])
+                try:
+                    yield self
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._scripts, self._active = _EMPTY, frozenset()
+            self._running, self._cache = None, None
+            await http.aclose()
+
+    async def _load(self, source: ScriptSource) -> Script:
+        assert self._running is not None
+        running = self._running
+        return await load_script(
+            source, config=running.config, services=running.services, log=running.log
+        )
+
+    def _set_scripts(self, scripts: ScriptSet, *, notify: bool = True) -> None:
+        self._scripts = scripts
+        active = scripts.hooks
+        if self._cache is not None and self._cache.used:
+            active = active | translate.CACHE_HOOKS
+        changed = active != self._active
+        self._active = active
+        if changed and notify:
+            self._hooks_changed()
+
+    def _hooks_changed(self) -> None:
+        host = self._running.host if self._running is not None else None
+        hooks_changed = getattr(host, "hooks_changed", None)
+        if hooks_changed is not None:
+            hooks_changed()
+
+    def _cache_used(self) -> None:
+        if not self._active >= translate.CACHE_HOOKS:
+            self._set_scripts(self._scripts)
+
+    async def _watch_sighup(self) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            async for _ in signals:
+                await self.reload()
+
+    async def reload(self) -> dict[str, str]:
+        """Reload every script (and pick up scripts added to or removed from ``script_dir``).
+
+        A script that fails to load keeps its previous version running (the error is
+        logged). Returns ``{script name: outcome}`` with outcomes ``"reloaded"``,
+        ``"loaded"`` (new), ``"unloaded"`` (gone), ``"kept previous version: <error>"`` or
+        ``"not loaded: <error>"``.
+        """
+        running = self._running
+        if running is None:
+            raise RuntimeError("the diversity plugin is not running")
+        async with running.reload_lock:
+            current = {script.source.path: script for script in self._scripts.scripts}
+            report: dict[str, str] = {}
+            scripts: list[Script] = []
+            sources = running.config.scripts()
+            for source in sources:
+                old = current.get(source.path)
+                try:
+                    scripts.append(await self._load(source))
+                    report[source.name] = "reloaded" if old is not None else "loaded"
+                except ScriptLoadError as exc:
+                    running.log.error(
+                        "lua_script_reload_failed",
+                        script=source.name,
+                        file=exc.file,
+                        line=exc.line,
+                        error=exc.message,
+                        kept_previous=old is not None,
+                    )
+                    if old is not None:
+                        scripts.append(old)
+                        report[source.name] = f"kept previous version: {exc}"
+                    else:
+                        report[source.name] = f"not loaded: {exc}"
+            paths = {source.path for source in sources}
+            for path, script in current.items():
+                if path not in paths:
+                    report[script.name] = "unloaded"
+            self._set_scripts(ScriptSet(scripts))
+            running.log.info("diversity_reloaded", outcome=report)
+            return report
+
+    # ------------------------------------------------------------------------------------
+    # Calling scripts
+    # ------------------------------------------------------------------------------------
+
+    def _failed(self, script: Script, hook: str, exc: Exception) -> None:
+        running = self._running
+        log = running.log if running is not None else structlog.get_logger(__name__)
+        if isinstance(exc, ScriptError):
+            event = {
+                "budget": "lua_call_budget_exceeded",
+                "memory": "lua_memory_limit_reached",
+            }.get(exc.kind, "lua_hook_failed")
+            log.error(
+                event,
+                script=script.name,
+                hook=hook,
+                error=exc.message,
+                file=exc.file,
+                line=exc.line,
+                traceback=exc.traceback or None,
+            )
+        else:
+            log.error("lua_hook_result_invalid", script=script.name, hook=hook, error=str(exc))
+
+    async def _chain(self, hook: str, values: Sequence[Any]) -> Any:
+        scripts = self._scripts.by_hook.get(hook)
+        running = self._running
+        if not scripts or running is None:
+            return None
+        args = translate.lua_arguments(hook, values, running.services.obf.encrypt)
+        for script in scripts:
+            try:
+                outcome = translate.result(hook, await script.call(hook, args))
+            except (ScriptError, ConversionError) as exc:
+                self._failed(script, hook, exc)
+                if running.on_error == "next":
+                    continue
+                return _SCRIPT_ERROR
+            if outcome is not None:
+                return outcome
+        return None
+
+    async def _notify(self, hook: str, values: Sequence[Any]) -> None:
+        scripts = self._scripts.by_hook.get(hook)
+        running = self._running
+        if not scripts or running is None:
+            return
+        args = translate.lua_arguments(hook, values, running.services.obf.encrypt)
+        for script in scripts:
+            try:
+                await script.call(hook, args)
+            except ScriptError as exc:
+                self._failed(script, hook, exc)
+
+    # -- the auth cache in front of the scripts (spec 4.4) -----------------------------
+
+    def _cached_publish(
+        self,
+        hook: str,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        properties: dict[str, Any] | None,
+    ) -> Any:
+        """``None`` when the cache has no entry, else the cache's answer (python form)."""
+        cache = self._cache
+        if cache is None or not cache.used:
+            return None
+        found = cache.match_publish(mountpoint, client_id, topic, qos, len(payload), retain)
+        if found is None:
+            return None
+        if found is True:
+            return True
+        if found is False:
+            return _CACHE_DENY
+        modifiers = translate.converted(hook, found)
+        if hook == "auth_on_publish":
+            if isinstance(modifiers, dict):
+                modifiers.pop("properties", None)  # MQTT 3 messages have no properties
+            return modifiers
+        return translate.merge_properties(hook, modifiers, properties)
+
+    def _cached_subscribe(
+        self, hook: str, mountpoint: str, client_id: str, topics: Sequence[Any]
+    ) -> Any:
+        cache = self._cache
+        if cache is None or not cache.used or (mountpoint, client_id) not in cache:
+            return None
+        rewritten: list[Any] = []
+        changed = False
+        for entry in topics:
+            found = cache.match_subscribe(mountpoint, client_id, entry[0], entry[1])
+            if found is None:
+                return None
+            if found is False:
+                return _CACHE_DENY
+            if found is True:
+                rewritten.append(tuple(entry))
+                continue
+            changed = True
+            rewritten.extend(translate.topics_result(hook, found))
+        return rewritten if changed else True
+
+    def _cached_unsubscribe(
+        self, hook: str, mountpoint: str, client_id: str, topics: Sequence[str]
+    ) -> Any:
+        cache = self._cache
+        if cache is None or not cache.used or (mountpoint, client_id) not in cache:
+            return None
+        rewritten: list[str] = []
+        changed = False
+        for topic in topics:
+            found = cache.match_subscribe(mountpoint, client_id, topic, 0)
+            if found is None:
+                return None
+            if found is False:
+                return False  # unsubscribe hooks: the host then unsubscribes unchanged
+            if found is True:
+                rewritten.append(topic)
+                continue
+            changed = True
+            rewritten.extend(
+                entry[0] for entry in translate.topics_result("auth_on_subscribe", found)
+            )
+        return rewritten if changed else True
+
+    def _drop_cache(self, mountpoint: str, client_id: str) -> None:
+        cache = self._cache
+        if cache is None or not cache.used:
+            return
+        host = self._running.host if self._running is not None else None
+        lookup = getattr(host, "session", None)
+        if lookup is not None:
+            session = lookup(client_id, mountpoint)
+            if session is not None and session.online:
+                # The client is back (this notification was queued before it reconnected):
+                # its new registration may already have filled the cache again.
+                return
+        cache.drop(mountpoint, client_id)
+
+    # ------------------------------------------------------------------------------------
+    # MQTT hooks (argument names and order as plugin_host.hooks.specs)
+    # ------------------------------------------------------------------------------------
+
+    @hookimpl
+    async def auth_on_register(
+        self,
+        peer_addr: str,
+        peer_port: int,
+        mountpoint: str,
+        client_id: str,
+        username: str | None,
+        password: bytes | None,
+        clean_session: bool,
+        listener_addr: str | None,
+        listener_port: int | None,
+        listener_type: str | None,
+        client_cert: bytes | None,
+    ) -> Any:
+        return await self._chain(
+            "auth_on_register",
+            (
+                peer_addr, peer_port, mountpoint, client_id, username, password, clean_session,
+                listener_addr, listener_port, listener_type, client_cert,
+            ),
+        )  # fmt: skip
+
+    @hookimpl
+    async def auth_on_register_m5(
+        self,
+        peer_addr: str,
+        peer_port: int,
+        mountpoint: str,
+        client_id: str,
+        username: str | None,
+        password: bytes | None,
+        clean_start: bool,
+        properties: dict[str, Any],
+        listener_addr: str | None,
+        listener_port: int | None,
+        listener_type: str | None,
+        client_cert: bytes | None,
+    ) -> Any:
+        return await self._chain(
+            "auth_on_register_m5",
+            (
+                peer_addr, peer_port, mountpoint, client_id, username, password, clean_start,
+                properties, listener_addr, listener_port, listener_type, client_cert,
+            ),
+        )  # fmt: skip
+
+    @hookimpl
+    async def on_auth_m5(
+        self, username: str | None, mountpoint: str, client_id: str, properties: dict[str, Any]
+    ) -> Any:
+        return await self._chain("on_auth_m5", (username, mountpoint, client_id, properties))
+
+    @hookimpl
+    async def on_register(
+        self, peer_addr: str, peer_port: int, mountpoint: str, client_id: str, username: str | None
+    ) -> None:
+        await self._notify("on_register", (peer_addr, peer_port, mountpoint, client_id, username))
+
+    @hookimpl
+    async def on_register_m5(
+        self,
+        peer_addr: str,
+        peer_port: int,
+        mountpoint: str,
+        client_id: str,
+        username: str | None,
+        properties: dict[str, Any],
+    ) -> None:
+        await self._notify(
+            "on_register_m5", (peer_addr, peer_port, mountpoint, client_id, username, properties)
+        )
+
+    @hookimpl
+    async def auth_on_publish(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+    ) -> Any:
+        cached = self._cached_publish(
+            "auth_on_publish", mountpoint, client_id, qos, topic, payload, retain, None
+        )
+        if cached is not None:
+            return cached
+        return await self._chain(
+            "auth_on_publish", (username, mountpoint, client_id, qos, topic, payload, retain)
+        )
+
+    @hookimpl
+    async def auth_on_publish_m5(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        properties: dict[str, Any],
+    ) -> Any:
+        hook = "auth_on_publish_m5"
+        cached = self._cached_publish(
+            hook, mountpoint, client_id, qos, topic, payload, retain, properties
+        )
+        if cached is not None:
+            return cached
+        outcome = await self._chain(
+            hook, (username, mountpoint, client_id, qos, topic, payload, retain, properties)
+        )
+        return translate.merge_properties(hook, outcome, properties)
+
+    @hookimpl
+    async def on_publish(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+    ) -> None:
+        await self._notify(
+            "on_publish", (username, mountpoint, client_id, qos, topic, payload, retain)
+        )
+
+    @hookimpl
+    async def on_publish_m5(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        properties: dict[str, Any],
+    ) -> None:
+        await self._notify(
+            "on_publish_m5",
+            (username, mountpoint, client_id, qos, topic, payload, retain, properties),
+        )
+
+    @hookimpl
+    async def auth_on_subscribe(
+        self, username: str | None, mountpoint: str, client_id: str, topics: list[Any]
+    ) -> Any:
+        cached = self._cached_subscribe("auth_on_subscribe", mountpoint, client_id, topics)
+        if cached is not None:
+            return cached
+        return await self._chain("auth_on_subscribe", (username, mountpoint, client_id, topics))
+
+    @hookimpl
+    async def auth_on_subscribe_m5(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        topics: list[Any],
+        properties: dict[str, Any],
+    ) -> Any:
+        cached = self._cached_subscribe("auth_on_subscribe_m5", mountpoint, client_id, topics)
+        if cached is not None:
+            return cached
+        return await self._chain(
+            "auth_on_subscribe_m5", (username, mountpoint, client_id, topics, properties)
+        )
+
+    @hookimpl
+    async def on_subscribe(
+        self, username: str | None, mountpoint: str, client_id: str, topics: list[Any]
+    ) -> None:
+        await self._notify("on_subscribe", (username, mountpoint, client_id, topics))
+
+    @hookimpl
+    async def on_subscribe_m5(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        topics: list[Any],
+        properties: dict[str, Any],
+    ) -> None:
+        await self._notify("on_subscribe_m5", (username, mountpoint, client_id, topics, properties))
+
+    @hookimpl
+    async def on_unsubscribe(
+        self, username: str | None, mountpoint: str, client_id: str, topics: list[str]
+    ) -> Any:
+        cached = self._cached_unsubscribe("on_unsubscribe", mountpoint, client_id, topics)
+        if cached is not None:
+            return cached
+        return await self._chain("on_unsubscribe", (username, mountpoint, client_id, topics))
+
+    @hookimpl
+    async def on_unsubscribe_m5(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        topics: list[str],
+        properties: dict[str, Any],
+    ) -> Any:
+        cached = self._cached_unsubscribe("on_unsubscribe_m5", mountpoint, client_id, topics)
+        if cached is not None:
+            return cached
+        return await self._chain(
+            "on_unsubscribe_m5", (username, mountpoint, client_id, topics, properties)
+        )
+
+    @hookimpl
+    async def on_deliver(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+    ) -> Any:
+        return await self._chain(
+            "on_deliver", (username, mountpoint, client_id, qos, topic, payload, retain)
+        )
+
+    @hookimpl
+    async def on_deliver_m5(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        properties: dict[str, Any],
+    ) -> Any:
+        hook = "on_deliver_m5"
+        outcome = await self._chain(
+            hook, (username, mountpoint, client_id, qos, topic, payload, retain, properties)
+        )
+        return translate.merge_properties(hook, outcome, properties)
+
+    @hookimpl
+    async def on_offline_message(
+        self, mountpoint: str, client_id: str, qos: int, topic: str, payload: bytes, retain: bool
+    ) -> None:
+        await self._notify(
+            "on_offline_message", (mountpoint, client_id, qos, topic, payload, retain)
+        )
+
+    @hookimpl
+    async def on_client_wakeup(self, mountpoint: str, client_id: str) -> None:
+        await self._notify("on_client_wakeup", (mountpoint, client_id))
+
+    @hookimpl
+    async def on_client_offline(self, mountpoint: str, client_id: str) -> None:
+        self._drop_cache(mountpoint, client_id)
+        await self._notify("on_client_offline", (mountpoint, client_id))
+
+    @hookimpl
+    async def on_client_gone(self, mountpoint: str, client_id: str) -> None:
+        self._drop_cache(mountpoint, client_id)
+        await self._notify("on_client_gone", (mountpoint, client_id))
+
+    @hookimpl
+    async def on_session_expired(self, mountpoint: str, client_id: str) -> None:
+        self._drop_cache(mountpoint, client_id)
+        await self._notify("on_session_expired", (mountpoint, client_id))
+
+
+#: The instance registered through the ``diversity`` entry point (pluggy registers this
+#: module, so its hookimpls are the bound methods exported below).
+plugin = DiversityPlugin()
+
+plugin_host_config_schema = plugin.plugin_host_config_schema
+plugin_host_lifespan = plugin.plugin_host_lifespan
+plugin_host_active_hooks = plugin.plugin_host_active_hooks
+reload = plugin.reload
+auth_on_register = plugin.auth_on_register
+auth_on_register_m5 = plugin.auth_on_register_m5
+on_auth_m5 = plugin.on_auth_m5
+on_register = plugin.on_register
+on_register_m5 = plugin.on_register_m5
+auth_on_publish = plugin.auth_on_publish
+auth_on_publish_m5 = plugin.auth_on_publish_m5
+on_publish = plugin.on_publish
+on_publish_m5 = plugin.on_publish_m5
+auth_on_subscribe = plugin.auth_on_subscribe
+auth_on_subscribe_m5 = plugin.auth_on_subscribe_m5
+on_subscribe = plugin.on_subscribe
+on_subscribe_m5 = plugin.on_subscribe_m5
+on_unsubscribe = plugin.on_unsubscribe
+on_unsubscribe_m5 = plugin.on_unsubscribe_m5
+on_deliver = plugin.on_deliver
+on_deliver_m5 = plugin.on_deliver_m5
+on_offline_message = plugin.on_offline_message
+on_client_wakeup = plugin.on_client_wakeup
+on_client_offline = plugin.on_client_offline
+on_client_gone = plugin.on_client_gone
+on_session_expired = plugin.on_session_expired

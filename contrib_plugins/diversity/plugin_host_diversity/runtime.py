@@ -1,0 +1,300 @@
+"""One sandboxed Lua 5.4 state and the trio driver of the calls running in it.
+
+Every call (a hook call, or a script's main chunk at load) runs in its own Lua coroutine.
+When script code calls a module function that does I/O (``http.*``, ``bcrypt.hashpw``,
+``require`` ...) the coroutine yields a request; :meth:`LuaState._drive` awaits the real
+operation in the calling trio task and resumes the coroutine with the answer. Meanwhile other
+calls run on the same state (with ``keep_state`` off) or on the script's other states, so a slow
+HTTP call never blocks other clients. Cancelling the calling task abandons the coroutine (it
+is garbage collected) and leaves the state usable.
+
+The Lua side (the sandbox, the budget hook, the module wrappers) is ``lua/prelude.lua``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+from lupa.lua54 import LuaError, LuaMemoryError, LuaRuntime
+
+__all__ = [
+    "Limits",
+    "LuaState",
+    "OpError",
+    "ScriptError",
+    "Services",
+]
+
+_PRELUDE = resources.files(__package__).joinpath("lua/prelude.lua").read_bytes()
+
+#: Lua's message when an allocation fails (the state's ``max_memory`` was reached).
+_NO_MEMORY = b"not enough memory"
+_POSITION = re.compile(rb"^(?:\.\.\.)?([^\n:]*):(\d+): ")
+
+
+class ScriptError(Exception):
+    """A Lua call failed.
+
+    ``kind``: ``"error"`` (a runtime error raised by the script), ``"budget"`` (the call used
+    more instructions or Lua time than allowed), ``"memory"`` (the state's ``max_memory`` was
+    reached) or ``"syntax"`` (the script does not compile). ``file`` / ``line`` locate the
+    error when Lua said where it happened; ``traceback`` is Lua's stack trace (for logs).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "error",
+        file: str | None = None,
+        line: int | None = None,
+        traceback: str = "",
+    ) -> None:
+        self.message = message
+        self.kind = kind
+        self.file = file
+        self.line = line
+        self.traceback = traceback
+        super().__init__(message)
+
+
+class OpError(Exception):
+    """An operation requested by a script is refused: raised as a Lua error in the script."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-state and per-call limits.
+
+    ``max_memory``: bytes one Lua state may allocate (``None`` = unlimited).
+    ``max_instructions``: Lua VM instructions one call may execute (0 = unlimited).
+    ``max_time``: seconds of Lua execution one call may use, I/O waits excluded (0 = off).
+    ``hook_count``: instructions between two budget checks (granularity of both limits).
+    """
+
+    max_memory: int | None = 64 * 1024 * 1024
+    max_instructions: int = 10_000_000
+    max_time: float = 1.0
+    hook_count: int = 1000
+
+
+class Services(Protocol):
+    """What a state needs from the plugin: module implementations and I/O operations."""
+
+    def functions(self, state: LuaState) -> dict[bytes, Callable[..., Any]]:
+        """The synchronous module functions handed to the prelude (``H``), bound to ``state``."""
+        ...
+
+    def operation(self, op: bytes) -> Callable[[LuaState, tuple[Any, ...]], Awaitable[Any]]:
+        """The async implementation of an I/O request a coroutine yielded."""
+        ...
+
+
+def _deny_attributes(obj: Any, name: Any, is_setting: bool) -> Any:
+    # Script code never holds Python objects, but if one leaked it must not open Python up.
+    raise AttributeError("access to Python attributes is not allowed")
+
+
+def _position(message: bytes) -> tuple[str | None, int | None]:
+    match = _POSITION.match(message)
+    if not match:
+        return None, None
+    return match.group(1).decode("utf-8", "replace"), int(match.group(2))
+
+
+class LuaState:
+    """One ``lupa.lua54.LuaRuntime`` prepared by the prelude, running one script.
+
+    ``inflight`` counts the calls currently suspended or running in it (the script spreads
+    calls over its states by this number).
+    """
+
+    def __init__(
+        self,
+        *,
+        script: str,
+        instance_id: int,
+        services: Services,
+        limits: Limits,
+        package_path: str,
+        log: Any,
+        base_dir: Path | None = None,
+    ) -> None:
+        self.script = script
+        #: The script's directory: relative file names (require, dofile, CA files) start here.
+        self.base_dir = base_dir
+        self.instance_id = instance_id
+        self.limits = limits
+        self.log = log
+        self.inflight = 0
+        self._services = services
+        self.lua = LuaRuntime(
+            encoding=None,
+            register_eval=False,
+            register_builtins=False,
+            attribute_filter=_deny_attributes,
+            unpack_returned_tuples=True,
+            max_memory=limits.max_memory,
+        )
+        functions = dict(services.functions(self))
+        functions[b"clock"] = time.perf_counter
+        settings = {
+            b"instance_id": instance_id,
+            b"hook_count": max(1, limits.hook_count),
+            b"max_instructions": max(0, limits.max_instructions),
+            b"time_limited": limits.max_time > 0,
+            b"max_time_ms": limits.max_time * 1000.0,
+            b"package_path": package_path.encode("utf-8"),
+        }
+        driver = self.lua.execute(
+            _PRELUDE, self.lua.table_from(functions), self.lua.table_from(settings)
+        )
+        self._call = driver[b"call"]
+        self._step = driver[b"step"]
+        self._compile = driver[b"compile"]
+        self._loaded = driver[b"loaded"]
+        self._isolate = driver[b"isolate"]
+        self._call_function = driver[b"call_function"]
+        self._keyset = driver[b"keyset"]
+        self._abandon = driver[b"abandon"]
+        self._global = driver[b"global"]
+        self._keysets = 0
+
+    # -- setup --------------------------------------------------------------------------
+
+    def keyset(self, names: Sequence[bytes]) -> int:
+        """Register the argument names of a hook; returns the id :meth:`call` takes.
+
+        Ids are 1, 2, 3 ... in registration order, so states set up alike agree on them.
+        """
+        self._keysets += 1
+        self._keyset(self._keysets, self.lua.table_from(list(names)))
+        return self._keysets
+
+    async def load(self, source: bytes, chunkname: str) -> tuple[list[str], Any, Any, str]:
+        """Run a script's main chunk in this state.
+
+        Returns the hook names of its ``hooks`` table, its ``num_states`` and ``keep_state``
+        globals (raw Lua values) and the Lua type of ``hooks``. Raises :class:`ScriptError`.
+        """
+        try:
+            co, err = self._compile(source, b"@" + chunkname.encode("utf-8"))
+        except LuaMemoryError:
+            raise ScriptError("not enough memory to compile the script", kind="memory") from None
+        if co is None:
+            message = err or b"syntax error"
+            file, line = _position(message)
+            raise ScriptError(
+                message.decode("utf-8", "replace"), kind="syntax", file=file, line=line
+            )
+        await self._drive(co, None)
+        names, num_states, keep_state, hooks_type = self._loaded()
+        hook_names = sorted(n.decode("utf-8", "replace") for n in names.values())
+        return hook_names, num_states, keep_state, hooks_type.decode()
+
+    def isolate(self, on: bool) -> None:
+        """``True`` (keep_state off): every call starts from the post-load globals."""
+        self._isolate(on)
+
+    def global_value(self, name: str) -> Any:
+        """A global of the script (raw Lua value; for tests and diagnostics)."""
+        return self._global(name.encode())
+
+    # -- calls --------------------------------------------------------------------------
+
+    async def call(self, hook: bytes, keyset: int, values: Sequence[Any]) -> Any:
+        """Call the script's hook ``hook`` with the argument table built from ``values``.
+
+        Returns the hook's first return value (a raw Lua value: ``None``, ``bool``, number,
+        ``bytes`` or a Lua table). Raises :class:`ScriptError` when the call fails.
+        """
+        self.inflight += 1
+        try:
+            return await self._drive(None, (hook, keyset, values))
+        finally:
+            self.inflight -= 1
+
+    async def call_function(self, fn: Any, *args: Any) -> Any:
+        """Call a Lua function of this state inside a budgeted coroutine (tests, callbacks)."""
+        self.inflight += 1
+        try:
+            return await self._drive(None, None, fn, args)
+        finally:
+            self.inflight -= 1
+
+    async def _drive(
+        self,
+        call_id: int | None,
+        start: tuple[bytes, int, Sequence[Any]] | None,
+        fn: Any = None,
+        fn_args: tuple[Any, ...] = (),
+    ) -> Any:
+        """Run one call to its end: step the coroutine, perform what it asks for, repeat."""
+        max_time = self.limits.max_time
+        spent = 0.0
+        answer: tuple[Any, ...] = ()
+        waiting: int | None = None  # the call id while its coroutine waits for an operation
+        try:
+            while True:
+                began = time.perf_counter()
+                deadline = began + (max_time - spent) if max_time > 0 else None
+                waiting = None
+                try:
+                    if call_id is not None:
+                        result = self._step(call_id, deadline, *answer)
+                    elif start is not None:
+                        hook, keyset, values = start
+                        call_id, *result = self._call(hook, deadline, keyset, *values)
+                    else:
+                        call_id, *result = self._call_function(fn, deadline, *fn_args)
+                except LuaMemoryError:
+                    raise ScriptError(
+                        "not enough memory (the state's max_memory was reached)", kind="memory"
+                    ) from None
+                except LuaError as exc:  # an error in the driver itself (should not happen)
+                    raise ScriptError(f"Lua driver error: {exc}") from None
+                finally:
+                    spent += time.perf_counter() - began
+                status = result[0]
+                if status == b"done":
+                    return result[1] if len(result) > 1 else None
+                if status == b"error":
+                    raise self._error(result)
+                # b"io": a module function asked for an operation; do it here, in this task.
+                waiting = call_id
+                operation = self._services.operation(result[1])
+                try:
+                    answer = (True, *await operation(self, tuple(result[2:])))
+                except OpError as exc:
+                    answer = (False, str(exc).encode("utf-8", "replace"))
+        finally:
+            if waiting is not None:
+                # Cancelled (or failed) while the coroutine waited for an operation: forget
+                # it. The state stays usable; the coroutine is garbage collected.
+                self._abandon(waiting)
+
+    def _error(self, result: list[Any]) -> ScriptError:
+        message: bytes = result[1]
+        tripped = result[2] if len(result) > 2 else False
+        trace = result[3] if len(result) > 3 else b""
+        file, line = _position(message)
+        if tripped:
+            kind = "budget"
+        elif message == _NO_MEMORY:
+            kind = "memory"
+            message = b"not enough memory (the state's max_memory was reached)"
+        else:
+            kind = "error"
+        return ScriptError(
+            message.decode("utf-8", "replace"),
+            kind=kind,
+            file=file,
+            line=line,
+            traceback=trace.decode("utf-8", "replace") if isinstance(trace, bytes) else "",
+        )
