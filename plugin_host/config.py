@@ -680,8 +680,9 @@ class _Entry:
     def error(self, reason: str) -> ConfigError:
         return ConfigError(reason, key=self.key, file=self.origin.file, line=self.origin.line)
 
-    def bad_value(self, problem: str) -> ConfigError:
-        return self.error(f"bad value {_r_shown(self.value)}: {problem}")
+    def bad_value(self, problem: str, *, secret: bool = False) -> ConfigError:
+        shown = "***" if secret else _r_shown(self.value)  # secrets stay out of error output
+        return self.error(f"bad value {shown}: {problem}")
 
 
 def _r_shown(value: Any) -> str:
@@ -1084,7 +1085,7 @@ class _Builder:
         try:
             value = setting.parse(entry.value, entry.origin)
         except _BadValue as exc:
-            raise entry.bad_value(str(exc)) from None
+            raise entry.bad_value(str(exc), secret=setting.secret) from None
         owner, _, attr = setting.target.rpartition(".")
         target = getattr(self.config, owner) if owner else self.config
         setattr(target, attr, value)
@@ -1173,7 +1174,7 @@ class _Builder:
         try:
             into[name] = (option.parse(entry.value, entry.origin), entry)
         except _BadValue as exc:
-            raise entry.bad_value(str(exc)) from None
+            raise entry.bad_value(str(exc), secret=option.secret) from None
 
     def build_listeners(self, listen: Sequence[str]) -> list[ListenerConfig]:
         for (kind, name), options in self.listener_opts.items():
@@ -1355,7 +1356,8 @@ def apply_schema(section: PluginSection, keys: Sequence[Key]) -> PluginSection:
         try:
             result.values[dotted] = _convert(key, raw, section.origins.get(dotted))
         except _BadValue as exc:
-            raise section.error(dotted, f"bad value {_r_shown(raw)}: {exc}") from None
+            shown = "***" if key.secret else _r_shown(raw)
+            raise section.error(dotted, f"bad value {shown}: {exc}") from None
         matched[dotted] = (key, pattern)
 
     any_file = next((o.file for o in section.origins.values() if o.file), None)

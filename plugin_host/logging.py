@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Literal
+from typing import Literal, TextIO
 
 import structlog
 from structlog.typing import Processor
@@ -41,7 +41,7 @@ class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the root handler installed here, so reconfiguring replaces it (idempotence)."""
 
 
-def resolve_format(fmt: str, stream: IO[str]) -> Literal["console", "json"]:
+def resolve_format(fmt: str, stream: TextIO) -> Literal["console", "json"]:
     """``auto`` -> ``console`` on a terminal, ``json`` otherwise."""
     if fmt == "console":
         return "console"
@@ -59,7 +59,7 @@ def resolve_format(fmt: str, stream: IO[str]) -> Literal["console", "json"]:
 def configure_logging(
     level: str = "info",
     fmt: LogFormat | str = "auto",
-    stream: IO[str] | None = None,
+    stream: TextIO | None = None,
     *,
     cache_loggers: bool = False,
 ) -> None:
@@ -73,7 +73,7 @@ def configure_logging(
     levelno = LEVELS.get(level.lower())
     if levelno is None:
         raise ValueError(f"unknown log level {level!r} (expected one of {', '.join(LEVELS)})")
-    out: IO[str] = stream if stream is not None else sys.stderr
+    out: TextIO = stream if stream is not None else sys.stderr
     rendering = resolve_format(fmt, out)
 
     renderer: Processor

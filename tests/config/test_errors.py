@@ -276,3 +276,9 @@ def test_bad_listen_override() -> None:
     assert str(info.value) == (
         "--listen: address 127.0.0.1:1 is already used by listener tcp.listen1 (the command line)"
     )
+
+
+def test_a_bad_secret_value_is_not_echoed(config_error, tmp_path: Path) -> None:
+    assert config_error("s.toml", "admin.api_key = true\n") == (
+        f"{tmp_path / 's.toml'}:1: admin.api_key: bad value ***: expected a string"
+    )

@@ -182,3 +182,12 @@ def test_unknown_key_type_is_a_plugin_bug() -> None:
     section = PluginSection(plugin="p", values={"a": "1"})
     with pytest.raises(TypeError):
         apply_schema(section, [Key("a", "colour")])  # type: ignore[arg-type]
+
+
+def test_a_bad_secret_value_is_not_echoed(load, tmp_path: Path) -> None:
+    config = load("s.toml", "[webhooks]\nkeyfile_password = true\n")
+    with pytest.raises(ConfigError) as info:
+        apply_schema(config.section("webhooks"), WEBHOOK_KEYS)
+    assert str(info.value) == (
+        f"{tmp_path / 's.toml'}:2: webhooks.keyfile_password: bad value ***: expected a string"
+    )
