@@ -777,6 +777,7 @@ class _TomlLines:
         # line of a repeated key or table -> (that key, line of its first definition)
         self.repeated: dict[int, tuple[tuple[str, ...], int]] = {}
         self.headers: set[int] = set()  # lines of [table] headers
+        self.assigned: dict[tuple[str, ...], int] = {}  # keys given a value (not a table)
         self._scan(text)
 
     def line_of(self, parts: Sequence[str]) -> int | None:
@@ -823,6 +824,7 @@ class _TomlLines:
                     continue
                 parts, start = parsed
                 self._record(table + tuple(parts), lineno)
+                self.assigned.setdefault(table + tuple(parts), lineno)
                 start = line.find("=", start)
                 if start < 0:
                     continue
@@ -913,6 +915,37 @@ class _TomlLines:
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)|\s*\(at end of document\)")
 
 
+def _value_table_conflict(lines: _TomlLines, line: int | None, file: str) -> ConfigError | None:
+    """A key used as a value and then as a table (``x = 1`` then ``[x]`` or ``x.y = 2``): the
+    usual TOML mistake when moving from ``.conf``; explain the table-friendly spelling."""
+    if line is None:
+        return None
+    here = lines.repeated[line][0] if line in lines.repeated else lines.key_at.get(line)
+    if here is None:
+        return None
+    for n in range(len(here), 0, -1):
+        prefix = here[:n]
+        first = lines.assigned.get(prefix)
+        if first is None or first >= line:
+            continue
+        if n == len(here) and line not in lines.headers:
+            return None  # the same key twice: a plain duplicate
+        dotted = ".".join(prefix)
+        if prefix[0] == "listener" and len(prefix) == 3:
+            hint = f'; write address = "ip:port" inside [{dotted}]'
+        elif (prefix[0] == "plugins" and len(prefix) == 2) or prefix == ("persistence",):
+            hint = f"; write enabled = true inside [{dotted}]"
+        else:
+            hint = ""
+        return ConfigError(
+            f"{dotted} already has a value (line {first}), so it cannot also be a table{hint}",
+            key=".".join(here),
+            file=file,
+            line=line,
+        )
+    return None
+
+
 def _read_toml(text: str, file: str) -> list[_Entry]:
     lines = _TomlLines(text)
     try:
@@ -922,6 +955,9 @@ def _read_toml(text: str, file: str) -> list[_Entry]:
         found = re.search(r"at line (\d+)", message)
         reason = _TOML_POSITION.sub("", message).strip() or "invalid TOML"
         line = int(found.group(1)) if found else None
+        conflict = _value_table_conflict(lines, line, file)
+        if conflict is not None:
+            raise conflict from None
         if line is not None and line in lines.repeated:
             key, first = lines.repeated[line]
             what = "table" if line in lines.headers else "key"

@@ -282,3 +282,26 @@ def test_a_bad_secret_value_is_not_echoed(config_error, tmp_path: Path) -> None:
     assert config_error("s.toml", "admin.api_key = true\n") == (
         f"{tmp_path / 's.toml'}:1: admin.api_key: bad value ***: expected a string"
     )
+
+
+def test_toml_value_and_table_conflicts_explain_the_table_spelling(
+    config_error, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    text = (
+        '[listener.tcp]\ndefault = "127.0.0.1:1883"\n\n[listener.tcp.default]\nmountpoint = "x"\n'
+    )
+    assert config_error("c.toml", text) == (
+        f"{path}:4: listener.tcp.default: listener.tcp.default already has a value (line 2), "
+        'so it cannot also be a table; write address = "ip:port" inside [listener.tcp.default]'
+    )
+    text = "[plugins]\nwebhooks = true\nwebhooks.priority = 1\n"
+    assert config_error("c.toml", text) == (
+        f"{path}:3: plugins.webhooks.priority: plugins.webhooks already has a value (line 2), "
+        "so it cannot also be a table; write enabled = true inside [plugins.webhooks]"
+    )
+    text = 'webhooks.a = "x"\nwebhooks.a.b = "y"\n'
+    assert config_error("c.toml", text) == (
+        f"{path}:2: webhooks.a.b: webhooks.a already has a value (line 1), "
+        "so it cannot also be a table"
+    )
