@@ -343,11 +343,21 @@ def _check_sections(config: Config, names: set[str]) -> None:
 def _register(pm: pluggy.PluginManager, candidate: Candidate, obj: Any) -> tuple[str, ...]:
     """Register ``obj`` under the candidate's name; return the MQTT hooks it implements."""
     where = f"plugin {candidate.name!r} ({candidate.source})"
+    problem = _argument_problem(pm, obj)
+    if problem:
+        raise PluginLoadError(
+            f"{where} cannot be registered: {problem}",
+            plugin=candidate.name,
+            source=candidate.source,
+        )
     try:
         pm.register(obj, name=candidate.name)
     except (pluggy.PluginValidationError, ValueError) as exc:
+        reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise PluginLoadError(
-            f"{where} cannot be registered: {exc}", plugin=candidate.name, source=candidate.source
+            f"{where} cannot be registered: {reason}",
+            plugin=candidate.name,
+            source=candidate.source,
         ) from exc
     hooks = []
     for caller in pm.get_hookcallers(obj) or ():
@@ -378,6 +388,36 @@ def _register(pm: pluggy.PluginManager, candidate: Candidate, obj: Any) -> tuple
             hooks.append(caller.name)
     order = {name: index for index, name in enumerate(ALL_HOOKS)}
     return tuple(sorted(hooks, key=order.__getitem__))
+
+
+def _argument_problem(pm: pluggy.PluginManager, obj: Any) -> str | None:
+    """Say which hookimpl declares an argument its hook does not have (pluggy's rule, in
+    words an operator understands)."""
+    for attribute in dir(obj):
+        opts = pm.parse_hookimpl_opts(obj, attribute)
+        if opts is None:
+            continue
+        hook = opts.get("specname") or attribute
+        caller = getattr(pm.hook, hook, None)
+        if caller is None or caller.spec is None:
+            continue  # unknown hooks are reported after registration, with a suggestion
+        try:
+            signature = inspect.signature(getattr(obj, attribute))
+        except (TypeError, ValueError):
+            continue
+        declared = [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+        unknown = [name for name in declared if name not in caller.spec.argnames]
+        if unknown:
+            return (
+                f"{hook}({', '.join(declared)}): {', '.join(map(repr, unknown))} "
+                f"{'is not an argument' if len(unknown) == 1 else 'are not arguments'} of "
+                f"{hook} (it has: {', '.join(caller.spec.argnames)})"
+            )
+    return None
 
 
 def _schema(pm: pluggy.PluginManager, candidate: Candidate) -> list[Key] | None:

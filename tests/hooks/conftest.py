@@ -71,6 +71,15 @@ def make_config(
     return config
 
 
+@pytest.fixture(autouse=True)
+def _default_logging():
+    """Tests capture log events (structlog.testing.capture_logs); a CLI test elsewhere may
+    have configured logging at another level, so start and end from structlog's defaults."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
 @pytest.fixture
 def host() -> RecordingHost:
     return RecordingHost()
