@@ -31,6 +31,7 @@ from plugin_host.settings import BrokerConfig, Config, ListenerConfig
 
 __all__ = ["RunningBroker", "make_config", "run_broker"]
 
+_AUTH_HOOKS = ("auth_on_register", "auth_on_register_m5", "on_auth_m5")
 _BROKER_FIELDS = {f.name for f in dataclasses.fields(BrokerConfig)}
 _LISTENER_FIELDS = {f.name for f in dataclasses.fields(ListenerConfig)} - {
     "kind",
@@ -81,7 +82,7 @@ def make_config(
     *,
     listeners: Sequence[ListenerConfig] | None = None,
     allow_anonymous: bool | None = None,
-    plugins_present: bool = False,
+    plugins_present: bool = False,  # an authenticating plugin is present
     **settings: Any,
 ) -> Config:
     """A test config: ``config`` (or defaults) with ``settings`` applied.
@@ -89,8 +90,8 @@ def make_config(
     ``settings`` are :class:`~plugin_host.settings.BrokerConfig` fields (``max_inflight_messages
     = 5``) or :class:`~plugin_host.settings.ListenerConfig` options applied to the default
     listener (``mountpoint = "m/"``). Without listeners one TCP listener on 127.0.0.1:0 is
-    used. ``allow_anonymous`` defaults to True when no plugin is given (nothing could
-    authenticate a client) and False otherwise.
+    used. ``allow_anonymous`` defaults to True unless a plugin that authenticates clients
+    (implements ``auth_on_register``, ``auth_on_register_m5`` or ``on_auth_m5``) is given.
     """
     cfg = dataclasses.replace(config) if config is not None else Config()
     broker_changes = {k: v for k, v in settings.items() if k in _BROKER_FIELDS}
@@ -144,7 +145,8 @@ async def run_broker(
         config,
         listeners=listeners,
         allow_anonymous=allow_anonymous,
-        plugins_present=bool(named) or hooks is not None,
+        plugins_present=hooks is not None
+        or any(hasattr(p, h) for p in named.values() for h in _AUTH_HOOKS),
         **settings,
     )
     body_error: BaseException | None = None

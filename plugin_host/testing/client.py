@@ -130,6 +130,9 @@ class MQTTClient:
         self._waiters: dict[tuple[type[Any], int], trio.Event] = {}
         self._replies: dict[tuple[type[Any], int], Packet] = {}
         self._last_send = 0.0
+        self._pong = trio.Event()
+        self._pings = 0
+        self._pongs = 0
         self.received_count = 0
 
     # ------------------------------------------------------------------------------ sending
@@ -262,7 +265,26 @@ class MQTTClient:
         return ack
 
     async def ping(self) -> None:
-        await self.send_raw(PINGREQ_BYTES)
+        """Send PINGREQ (without waiting)."""
+        async with self._send_lock:
+            self._pings += 1
+            await self.stream.send_all(PINGREQ_BYTES)
+            self._last_send = trio.current_time()
+
+    async def sync(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """PINGREQ and wait for its PINGRESP: everything the broker queued to this client
+        before answering has then arrived (a barrier for tests, no sleeping)."""
+        await self.ping()
+        wanted = self._pings
+        try:
+            with trio.fail_after(timeout):
+                while self._pongs < wanted:
+                    if self.closed.is_set():
+                        raise ConnectionError("connection closed")
+                    self._pong = trio.Event()
+                    await self._pong.wait()
+        except trio.TooSlowError:
+            raise TimeoutError("no PINGRESP") from None
 
     async def ack(self, message: Publish) -> None:
         """Acknowledge a message received with ``auto_ack=False`` (PUBACK or PUBREC)."""
@@ -367,6 +389,7 @@ class MQTTClient:
             for event in list(self._waiters.values()):
                 event.set()
             self._packet_event.set()
+            self._pong.set()
 
     async def _dispatch(self, packet: Packet) -> None:
         t = type(packet)
@@ -389,6 +412,8 @@ class MQTTClient:
             assert isinstance(packet, Disconnect)
             self.server_disconnect = packet
         if t is Pingresp:
+            self._pongs += 1
+            self._pong.set()
             return
         self._packets.append(packet)
         self._packet_event.set()
