@@ -22,7 +22,7 @@ import click
 import plugin_host
 from plugin_host.config import ConfigOverrides, load_config, log_warnings, render_config
 from plugin_host.logging import configure_logging
-from plugin_host.settings import Config, ConfigError
+from plugin_host.settings import Config, ConfigError, Key
 
 EXIT_RUNTIME_ERROR = 1
 EXIT_CONFIG_ERROR = 2
@@ -221,9 +221,19 @@ def _run_server(config: Config) -> int:
             isinstance(leaf, ConfigError | OSError | KeyboardInterrupt | trio.Cancelled)
             for leaf in leaves
         ):
+            # A plugin section rejected at start-up is bad configuration (exit 2, printed like
+            # any config error); a ConfigError caused by an OSError (a port in use) is not.
+            config_errors = [
+                leaf
+                for leaf in expected
+                if isinstance(leaf, ConfigError) and not isinstance(leaf.__cause__, OSError)
+            ]
+            for leaf in config_errors:
+                click.echo(str(leaf), err=True)
             for leaf in expected:
-                click.echo(f"plugin-host: {_describe(leaf)}", err=True)
-            return EXIT_RUNTIME_ERROR
+                if leaf not in config_errors:
+                    click.echo(f"plugin-host: {_describe(leaf)}", err=True)
+            return EXIT_CONFIG_ERROR if config_errors else EXIT_RUNTIME_ERROR
         log.critical("server_crashed", exc_info=exc)
         return EXIT_RUNTIME_ERROR
     return 0
@@ -246,16 +256,40 @@ Examples:
 """,
 )
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def check_config(file: Path) -> None:
+@click.option(
+    "--plugins-dir",
+    "plugins_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Also load every DIR/*.py as a plugin (repeatable), as `serve` would.",
+)
+def check_config(file: Path, plugins_dirs: tuple[Path, ...]) -> None:
     """Validate FILE and print the effective configuration (secrets as ***).
 
-    Exit code 0 when FILE is valid, 2 (with "file:line: key: reason" on stderr) when not.
-    Keys that are accepted but ignored are listed on stderr as warnings.
+    The enabled plugins are loaded as `serve` would load them, so their own sections
+    (webhooks.*, diversity.*, ...) are checked too. Exit code 0 when FILE is valid, 2 (with
+    "file:line: key: reason" on stderr) when not. Keys that are accepted but ignored are listed
+    on stderr as warnings.
     """
     try:
-        config = load_config(file)
+        config = load_config(file, overrides=ConfigOverrides(plugins_dirs=plugins_dirs))
+        for warning in config.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        configure_logging("warning", "auto")  # plugin problems on stderr, config on stdout
+        schemas = _plugin_schemas(config)
     except ConfigError as exc:
         _config_error_exit(exc)
-    for warning in config.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(render_config(config), nl=False)
+    click.echo(render_config(config, schemas=schemas), nl=False)
+
+
+def _plugin_schemas(config: Config) -> dict[str, list[Key]] | None:
+    """Load the enabled plugins as ``serve`` does (validating their sections against their
+    schemas) and return those schemas; None when the plugin system is not installed."""
+    try:
+        from plugin_host.plugins.manager import PluginManager
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and "plugin_host.plugins.manager".startswith(exc.name):
+            return None
+        raise
+    return PluginManager.discover(config).schemas()

@@ -62,7 +62,6 @@ def test_check_config_prints_the_effective_config(runner: CliRunner, tmp_path: P
         'default = "0.0.0.0:1883"\n'
         "[vmq_webhooks]\n"
         'keyfile_password = "pw-123"\n'
-        'distributed_cookie = "x"\n'
     )
     result = runner.invoke(main, ["check-config", str(config)])
     assert result.exit_code == 0, result.output
@@ -71,6 +70,39 @@ def test_check_config_prints_the_effective_config(runner: CliRunner, tmp_path: P
     assert "webhooks.keyfile_password = ***" in result.stdout
     assert "my-api-key" not in result.output and "pw-123" not in result.output
     assert result.stderr == ""
+
+
+PLUGIN_WITH_SCHEMA = """
+from plugin_host import hookimpl
+from plugin_host.settings import Key
+
+
+@hookimpl
+def plugin_host_config_schema():
+    return [
+        Key("url", "str", required=True),
+        Key("opaque", "str", secret=True),
+        Key("retries", "int", default=3),
+    ]
+"""
+
+
+def test_check_config_validates_plugin_sections(runner: CliRunner, tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "myplug.py").write_text(PLUGIN_WITH_SCHEMA)
+    config = tmp_path / "broker.conf"
+    config.write_text("myplug.url = http://x\nmyplug.opaque = hidden-value\n")
+    result = runner.invoke(main, ["check-config", str(config), "--plugins-dir", str(plugins)])
+    assert result.exit_code == 0, result.output
+    assert "myplug.url = http://x" in result.stdout
+    assert "myplug.opaque = ***" in result.stdout  # secret by the plugin's schema
+    assert "hidden-value" not in result.output
+
+    config.write_text("myplug.url = http://x\nmyplug.retries = often\n")
+    result = runner.invoke(main, ["check-config", str(config), "--plugins-dir", str(plugins)])
+    assert result.exit_code == 2
+    assert result.stderr == f"{config}:2: myplug.retries: bad value 'often': expected an integer\n"
 
 
 def test_check_config_error(runner: CliRunner, tmp_path: Path) -> None:

@@ -130,3 +130,35 @@ def test_port_in_use_is_one_clear_line(plugin_host_exe: Path, tmp_path: Path) ->
     assert f"127.0.0.1:{port}" in errors[0]
     assert "in use" in errors[0].lower()
     assert "Traceback" not in result.stderr
+
+
+PLUGIN_WITH_SCHEMA = """
+from plugin_host import hookimpl
+from plugin_host.settings import Key
+
+
+@hookimpl
+def plugin_host_config_schema():
+    return [Key("retries", "int", default=3)]
+"""
+
+
+@needs_server
+def test_a_bad_plugin_section_is_a_config_error(plugin_host_exe: Path, tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "myplug.py").write_text(PLUGIN_WITH_SCHEMA)
+    config = tmp_path / "broker.conf"
+    config.write_text("listener.tcp.default = 127.0.0.1:0\nmyplug.retries = often\n")
+    result = _run(
+        plugin_host_exe,
+        "serve",
+        "--config",
+        str(config),
+        "--plugins-dir",
+        str(plugins),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{config}:2: myplug.retries: bad value 'often': expected an integer\n" in result.stderr
+    assert "Traceback" not in result.stderr
