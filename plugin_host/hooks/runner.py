@@ -227,6 +227,16 @@ class Dispatcher(HookDispatch):
                 chains[hook] = tuple(calls)
         self._chains = chains
         self._implemented = frozenset(chains)
+        self._restricted_chains: dict[tuple[str, tuple[str, ...]], tuple[HookCall, ...]] = {}
+
+    def _restricted(self, hook: str, plugins: tuple[str, ...]) -> tuple[HookCall, ...] | None:
+        key = (hook, plugins)
+        chain = self._restricted_chains.get(key)
+        if chain is None:
+            by_plugin = {call.plugin: call for call in self._chains.get(hook, ())}
+            chain = tuple(by_plugin[name] for name in plugins if name in by_plugin)
+            self._restricted_chains[key] = chain
+        return chain or None
 
     #: ``host.hooks_changed()`` of a plugin ends up here.
     hooks_changed = recompile
@@ -304,15 +314,21 @@ class Dispatcher(HookDispatch):
     # HookDispatch
     # ----------------------------------------------------------------------------------------
 
-    async def auth(self, hook: str, args: dict[str, Any]) -> Outcome:
+    async def auth(
+        self, hook: str, args: dict[str, Any], plugins: tuple[str, ...] | None = None
+    ) -> Outcome:
         """Run the conditional chain of ``hook`` until the first answer other than next.
 
         Returns the validated :class:`Outcome`. An exhausted chain (every plugin said next,
         or nobody answers the hook) is :data:`EXHAUSTED` (deny, ``exhausted=True``), or
         :data:`UNCHANGED` for on_deliver/on_unsubscribe. Never raises for plugin faults;
         cancellation of the caller propagates into the plugin call.
+
+        ``plugins`` restricts and orders the chain to those plugin names (a listener's
+        ``auth_plugins`` / ``authz_plugins``, spec 1.3); names that do not answer the hook
+        are skipped. ``None`` = every plugin, in chain order.
         """
-        chain = self._chains.get(hook)
+        chain = self._chains.get(hook) if plugins is None else self._restricted(hook, plugins)
         if chain is not None:
             if self.trace:
                 return await self._auth_traced(hook, args, chain)

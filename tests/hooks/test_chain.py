@@ -425,3 +425,16 @@ def test_trace_env_switch():
     assert trace_enabled({"PLUGIN_HOST_TRACE_HOOKS": "1"})
     assert not trace_enabled({"PLUGIN_HOST_TRACE_HOOKS": "0"})
     assert not trace_enabled({})
+
+
+async def test_listener_chain_restricts_and_orders(make_manager, host):
+    calls: list[str] = []
+    async with make_manager(three(calls)).running(host) as dispatcher:
+        outcome = await dispatcher.auth(
+            "auth_on_publish", dict(PUBLISH), plugins=("charlie", "nosuch", "alpha")
+        )
+        assert outcome is EXHAUSTED
+        assert calls == ["charlie", "alpha"]
+        calls.clear()
+        assert await dispatcher.auth("auth_on_publish", dict(PUBLISH), plugins=()) is EXHAUSTED
+        assert calls == []
