@@ -228,11 +228,11 @@ def _run_server(config: Config) -> int:
                 for leaf in expected
                 if isinstance(leaf, ConfigError) and not isinstance(leaf.__cause__, OSError)
             ]
-            for leaf in config_errors:
-                click.echo(str(leaf), err=True)
-            for leaf in expected:
-                if leaf not in config_errors:
-                    click.echo(f"plugin-host: {_describe(leaf)}", err=True)
+            for config_error in config_errors:
+                click.echo(str(config_error), err=True)
+            for failure in expected:
+                if failure not in config_errors:
+                    click.echo(f"plugin-host: {_describe(failure)}", err=True)
             return EXIT_CONFIG_ERROR if config_errors else EXIT_RUNTIME_ERROR
         log.critical("server_crashed", exc_info=exc)
         return EXIT_RUNTIME_ERROR
