@@ -356,6 +356,17 @@ def _connect_reason(exc: BaseException) -> str:
     return str(os_error.strerror or os_error) or type(os_error).__name__
 
 
+def _broken_reason(exc: BaseException) -> str:
+    """Why an established connection broke (httpcore often leaves the message empty)."""
+    text = str(exc)
+    if text and text != type(exc).__name__:
+        return text
+    os_error = _find_cause(exc, OSError)
+    if isinstance(os_error, OSError) and not isinstance(os_error, ssl.SSLError):
+        return str(os_error.strerror or os_error)
+    return "the server closed or reset the connection"
+
+
 class HTTPPool:
     """One HTTP/1.1 keep-alive connection pool (any origin; webhooks use one per endpoint).
 
@@ -577,7 +588,7 @@ class HTTPPool:
             and isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError)
         ):
             return _RetryOnFreshConnection()
-        reason = str(exc) or _connect_reason(exc)
+        reason = _broken_reason(exc)
         phase = _PHASE_TEXT.get(attempt.phase)
         return HTTPRequestError("protocol", f"{reason} ({phase})" if phase else reason, url=url)
 

@@ -234,6 +234,11 @@ class HTTPTestServer:
             with trio.move_on_after(1):
                 with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await raw.send_all(data)
+                    # Read what the client sent meanwhile (its request): closing a socket with
+                    # unread data sends a reset, which can destroy the alert before it is read.
+                    with trio.move_on_after(0.2):
+                        while await raw.receive_some(65536):
+                            pass
 
     async def _receive(self, stream: trio.abc.Stream, conn: h11.Connection, idle: bool) -> Any:
         """The next h11 event; while ``idle`` the wait can be ended by the idle controls."""

@@ -70,16 +70,29 @@ async def lifespan(host: Any, config: PluginSection) -> AsyncIterator[Webhooks]:
 
     if _slot.current is not None:
         raise RuntimeError("the webhooks plugin is already running in this process")
-    settings = load_settings(config)
-    async with trio.open_nursery() as nursery, Webhooks(settings, host=host) as webhooks:
+    # Configuration errors must reach the host as ConfigError, so everything that can fail
+    # happens before the nursery (which would wrap them in an ExceptionGroup).
+    webhooks = Webhooks(load_settings(config), host=host)
+    try:
         webhooks.load(config)
-        await nursery.start(webhooks.run)
-        _slot.current = webhooks
-        try:
-            yield webhooks
-        finally:
-            _slot.current = None
-            nursery.cancel_scope.cancel()
+    except BaseException:
+        await webhooks.aclose()
+        raise
+    try:
+        async with webhooks, trio.open_nursery() as nursery:
+            await nursery.start(webhooks.run)
+            _slot.current = webhooks
+            try:
+                yield webhooks
+            finally:
+                _slot.current = None
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Only an exception thrown in at the yield (the host's) or a crash of the sweeper gets
+        # here: hand it on as it was, not wrapped by this plugin's nursery.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 @hookimpl

@@ -202,6 +202,13 @@ class Webhooks:
                 reason="CRL checking of webhook servers is not implemented; use_crls has no effect",
             )
         for config in self.settings.webhooks:
+            if config.topic_filter and config.topic_filter.endswith("/"):
+                self.log.warning(
+                    "webhook_topic_filter_suspicious",
+                    webhook=config.name,
+                    topic_filter=config.topic_filter,
+                    hint='in a .conf file a bare # starts a comment: write "a/#" in quotes',
+                )
             if self._find(config.hook, config.endpoint) is not None:
                 raise ConfigError(
                     f"webhook {config.name!r}: {config.hook} is already served by "
