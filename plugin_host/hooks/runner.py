@@ -308,9 +308,14 @@ class Dispatcher(HookDispatch):
         try:
             return normalise_result(hook, value, args, call.plugin)
         except InvalidResult as exc:
-            self.errors += 1
-            log.error("hook_invalid_result", plugin=call.plugin, hook=hook, error=str(exc))
-            return deny_outcome(hook, call.plugin, "invalid_result")
+            log.error(
+                "hook_invalid_result",
+                plugin=call.plugin,
+                hook=hook,
+                error=str(exc),
+                on_error="next" if call.on_error_next else "deny",
+            )
+            return self._failed(call, hook, "invalid_result")
 
     # ----------------------------------------------------------------------------------------
     # HookDispatch

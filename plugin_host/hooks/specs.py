@@ -16,7 +16,8 @@ Hook names are VerneMQ's. There are two kinds:
   with changes*, ``False`` or :class:`plugin_host.Deny` to refuse. When every plugin says next,
   the request is refused (default deny). Anything else, an invalid modifier, an exception or a
   timeout (``hook_timeout``, default 5 s) is a deny logged with the plugin name;
-  ``plugins.<name>.on_error = next`` turns exceptions and timeouts into next instead.
+  ``plugins.<name>.on_error = next`` makes that plugin's faults (exceptions, timeouts,
+  invalid results) count as next instead.
 * **Notification hooks** (every other ``on_*`` hook): every plugin is called, results are
   ignored. They run off the client's packet path, in a bounded queue: a slow plugin never delays
   a client, and when the queue is full notifications are dropped (counted and logged).

@@ -438,3 +438,14 @@ async def test_listener_chain_restricts_and_orders(make_manager, host):
         calls.clear()
         assert await dispatcher.auth("auth_on_publish", dict(PUBLISH), plugins=()) is EXHAUSTED
         assert calls == []
+
+
+async def test_invalid_result_with_on_error_next_asks_the_next_plugin(make_manager, host):
+    calls: list[str] = []
+    manager = make_manager(three(calls, {"qos": 9}, True), on_error={"alpha": "next"})
+    with capture_logs() as logs:
+        async with manager.running(host) as dispatcher:
+            assert await dispatcher.auth("auth_on_publish", dict(PUBLISH)) is ALLOW
+    assert calls == ["alpha", "bravo"]
+    invalid = next(e for e in logs if e["event"] == "hook_invalid_result")
+    assert (invalid["plugin"], invalid["on_error"]) == ("alpha", "next")
