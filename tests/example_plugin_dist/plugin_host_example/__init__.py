@@ -1,4 +1,4 @@
-"""plugin-host-example: an installable plugin (entry point ``example = plugin_host_example:ExamplePlugin``).
+"""plugin-host-example: an installable plugin (`example = plugin_host_example:ExamplePlugin`).
 
 Each hook is active only when its config key is set:
 
