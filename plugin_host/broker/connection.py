@@ -234,13 +234,8 @@ class Connection:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
                         nursery.start_soon(self._writer)
-                        with self._read_scope:
-                            await self._serve()
-                        if not self.closing:
-                            self._lost_reason_if_keepalive()
+                        await self._read_guarded()
                         self.close()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    log.debug("connection_error", error=str(exc))
                 finally:
                     self._nursery = None
                     self.closing = True
@@ -248,6 +243,18 @@ class Connection:
         finally:
             broker.connection_removed(self)
             await trio.aclose_forcefully(self.stream)
+
+    async def _read_guarded(self) -> None:
+        """The reader; network errors end the connection, a bug is logged, never raised."""
+        try:
+            with self._read_scope:
+                await self._serve()
+            if not self.closing:
+                self._lost_reason_if_keepalive()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.debug("connection_lost", client_id=self.client_id, error=str(exc))
+        except Exception:
+            log.exception("connection_failed", client_id=self.client_id)
 
     def _lost_reason_if_keepalive(self) -> None:
         if self._read_scope.cancelled_caught:
@@ -306,8 +313,10 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self.closing:
                 log.debug("write_failed", client_id=self.client_id, error=str(exc))
-            self.closing = True
-            self._read_scope.cancel()
+        except Exception:
+            log.exception("connection_writer_failed", client_id=self.client_id)
+        self.closing = True
+        self._read_scope.cancel()
 
     def _drain(self, session: Session) -> None:
         """Move queued deliveries into the outgoing buffer while the window and buffer allow."""
