@@ -17,6 +17,7 @@ import structlog
 
 from plugin_host.hooks.api import Host, SessionInfo
 from plugin_host.plugins.discovery import PluginLoadError
+from plugin_host.settings import ConfigError
 
 __all__ = ["PluginHost", "enter_lifespan"]
 
@@ -119,11 +120,14 @@ async def enter_lifespan(
     """Call one ``plugin_host_lifespan`` impl and enter its context manager on ``stack``.
 
     Returns False when the plugin returned ``None`` (nothing to enter). Raises
-    :class:`PluginLoadError` naming the plugin when it fails.
+    :class:`PluginLoadError` naming the plugin when it fails, or the plugin's own
+    :class:`~plugin_host.settings.ConfigError` unchanged (it names the key, file and line).
     """
     given = {"host": host, "config": config}
     try:
         cm = function(*[given[name] for name in argnames])
+    except ConfigError:
+        raise  # already says file, line and key (``section.error(...)``)
     except Exception as exc:
         raise PluginLoadError(
             f"plugin {plugin!r} ({source}) failed to start: {type(exc).__name__}: {exc}",
@@ -144,6 +148,8 @@ async def enter_lifespan(
         )
     try:
         await stack.enter_async_context(_NamedLifespan(plugin, cm))
+    except ConfigError:
+        raise  # already says file, line and key (``section.error(...)``)
     except Exception as exc:
         raise PluginLoadError(
             f"plugin {plugin!r} ({source}) failed to start: {type(exc).__name__}: {exc}",

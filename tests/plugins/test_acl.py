@@ -15,8 +15,8 @@ from plugin_host.config import load_config
 from plugin_host.hooks.results import ALLOW, EXHAUSTED
 from plugin_host.plugins.builtin.acl import compile_filter, covers, parse_acl
 from plugin_host.plugins.builtin.watch import FileFormatError
-from plugin_host.plugins.discovery import PluginLoadError
 from plugin_host.plugins.manager import PluginManager
+from plugin_host.settings import ConfigError
 
 ACL = """\
 # general section: every client
@@ -141,7 +141,7 @@ async def test_inactive_without_a_file_and_start_up_errors(tmp_path, host):
     manager = PluginManager.discover(load_config(None), entry_points=acl_entry_point())
     async with manager.running(host) as dispatcher:
         assert not dispatcher.implemented("auth_on_publish")
-    with pytest.raises(PluginLoadError, match=r"plugin 'acl' .*acl:1: unknown rule"):
+    with pytest.raises(ConfigError, match=r":1: acl.acl_file: .*acl:1: unknown rule"):
         async with manager_for(tmp_path, "allow all\n").running(host):
             pass
 

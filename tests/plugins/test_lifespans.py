@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 
 from plugin_host import hookimpl
 from plugin_host.plugins.discovery import PluginLoadError
+from plugin_host.settings import ConfigError
 
 
 class Life:
@@ -135,3 +136,22 @@ async def test_running_only_once(make_manager, host):
     with pytest.raises(RuntimeError):
         async with manager.running(host):
             pass
+
+
+async def test_config_errors_of_a_lifespan_pass_unchanged(make_manager, host):
+    class Strict:
+        @hookimpl
+        def plugin_host_lifespan(self, config):
+            @asynccontextmanager
+            async def lifespan():
+                raise config.error("endpoint", "bad URL")
+                yield
+
+            return lifespan()
+
+    manager = make_manager({"strict": Strict()}, sections={"strict": {"endpoint": "x"}})
+    with pytest.raises(ConfigError) as info:
+        async with manager.running(host):
+            pass
+    assert type(info.value) is ConfigError
+    assert str(info.value) == "strict.endpoint: bad URL"

@@ -23,8 +23,8 @@ from plugin_host.plugins.builtin.passwd import (
     verify_password,
 )
 from plugin_host.plugins.builtin.watch import FileFormatError
-from plugin_host.plugins.discovery import PluginLoadError
 from plugin_host.plugins.manager import PluginManager
+from plugin_host.settings import ConfigError
 
 
 def passwd_entry_point() -> list[importlib.metadata.EntryPoint]:
@@ -121,12 +121,17 @@ async def test_inactive_without_a_file(host):
 
 async def test_missing_or_broken_file_stops_start_up(tmp_path, host):
     manager = manager_for(tmp_path, tmp_path / "absent")
-    with pytest.raises(PluginLoadError, match=r"plugin 'passwd' .*failed to start:.*cannot read"):
+    with pytest.raises(ConfigError) as info:
         async with manager.running(host):
             pass
+    conf = tmp_path / "broker.conf"
+    assert str(info.value) == (
+        f"{conf}:1: passwd.password_file: cannot read {tmp_path / 'absent'}: "
+        "No such file or directory"
+    )
     broken = tmp_path / "broken"
     broken.write_text("alice\n")
-    with pytest.raises(PluginLoadError, match=r"broken:1: expected user:hash"):
+    with pytest.raises(ConfigError, match=r"passwd.password_file: .*broken:1: expected user:hash"):
         async with manager_for(tmp_path, broken).running(host):
             pass
 
