@@ -62,16 +62,31 @@ class SubscribeACL:
 
 
 def topic_matches(words: tuple[str, ...] | list[str], pattern: tuple[str, ...]) -> bool:
-    """Does a topic (or filter) match an ACL pattern? (``#`` also matches the parent level)."""
+    """Does a topic (or subscription filter) match an ACL pattern?
+
+    Pattern ``+`` matches one level and ``#`` the rest (also the parent level itself). The
+    wildcards of a *filter* being checked are levels like any other, except that a filter's
+    ``#`` (many levels) is only covered by a pattern ``#``: ``a/+`` does not allow
+    subscribing to ``a/#`` (VerneMQ allowed it).
+    """
     n = len(words)
     for i, level in enumerate(pattern):
         if level == "#":
             return True
         if i >= n:
             return False
-        if level != "+" and level != words[i]:
+        word = words[i]
+        if level == "+":
+            if word == "#":
+                return False
+        elif level != word:
             return False
     return n == len(pattern)
+
+
+def _substitute(level: str, subst: Mapping[str, str | None]) -> str:
+    value = subst.get(level)
+    return level if value is None else value
 
 
 def _number(value: Any, what: str, low: int, high: int) -> int:
@@ -170,7 +185,7 @@ class AuthCache:
                     )
                     return None
                 # A %u of a client without user name stays as it is (it then never matches).
-                pattern = tuple(subst.get(level) or level for level in text.split("/"))
+                pattern = tuple(_substitute(level, subst) for level in text.split("/"))
             elif name == "max_qos":
                 fields["max_qos"] = _number(value, here, 0, 2)
             elif name == "modifiers":

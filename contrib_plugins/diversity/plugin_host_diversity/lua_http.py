@@ -201,7 +201,7 @@ def _new_pool(options: PoolOptions, tls: TLSOptions) -> HTTPPool:
     # Builds the SSL context (reads certificate files): run in a worker thread.
     # plugin_host.http bounds each request as a whole (pool wait, connect, TLS, send, read)
     # by one deadline; connect_timeout_ms is checked but cannot be enforced separately yet.
-    return HTTPPool(size=options.size, tls=tls, timeout=options.timeout, name=options.pool_id)
+    return HTTPPool(size=options.size, tls=tls, timeout=options.timeout)
 
 
 class LuaHTTP:

@@ -137,26 +137,24 @@ class DiversityPlugin:
             on_cache_used=self._cache_used,
         )
         running = _Running(host, config, services, log, on_error)
+        self._running, self._cache = running, cache
         try:
+            scripts: list[Script] = []
+            for source in config.scripts():
+                try:
+                    scripts.append(await self._load(source))
+                except ScriptLoadError as exc:
+                    raise ConfigError(
+                        f"Lua script failed to load: {exc.message}", file=exc.file, line=exc.line
+                    ) from None
+            self._set_scripts(ScriptSet(scripts), notify=False)
+            log.info("diversity_started", scripts=[s.name for s in scripts])
             async with trio.open_nursery() as nursery:
-                self._running, self._cache = running, cache
-                scripts: list[Script] = []
-                for source in config.scripts():
-                    try:
-                        scripts.append(await self._load(source))
-                    except ScriptLoadError as exc:
-                        raise ConfigError(
-                            f"Lua script failed to load: {exc.message}",
-                            file=exc.file,
-                            line=exc.line,
-                        ) from None
-                self._set_scripts(ScriptSet(scripts), notify=False)
                 if (
                     config.reload_on_sighup
                     and threading.current_thread() is threading.main_thread()
                 ):
-                    nursery.start_soon(self._watch_sighup)
-                log.info("diversity_started", scripts=[s.name for s in scripts])
+                    await nursery.start(self._watch_sighup)
                 try:
                     yield self
                 finally:
@@ -193,8 +191,9 @@ class DiversityPlugin:
         if not self._active >= translate.CACHE_HOOKS:
             self._set_scripts(self._scripts)
 
-    async def _watch_sighup(self) -> None:
+    async def _watch_sighup(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            task_status.started()
             async for _ in signals:
                 await self.reload()
 

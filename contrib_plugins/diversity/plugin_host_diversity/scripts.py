@@ -176,7 +176,10 @@ async def load_script(
             loaded = await state.load(code, source.path.name)
         except ScriptError as exc:
             file, line = _where(exc, source, config)
-            raise ScriptLoadError(exc.message, file=file, line=line) from None
+            message = exc.message
+            if exc.file is not None and message.startswith(f"{exc.file}:{exc.line}: "):
+                message = message[len(f"{exc.file}:{exc.line}: ") :]  # file:line is reported
+            raise ScriptLoadError(message, file=file, line=line) from None
         return state, loaded
 
     first, (hook_names, num_states, keep_state, hooks_type) = await new_state(1)

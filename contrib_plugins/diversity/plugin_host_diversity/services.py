@@ -338,7 +338,7 @@ class PluginServices:
         roots = self._roots(state)
         relative = name.replace(".", "/")
 
-        def find() -> tuple[bytes, str] | list[str]:
+        def find() -> tuple[bytes, bytes] | list[str]:
             tried: list[str] = []
             for template in templates.split(";"):
                 if not template:
@@ -349,7 +349,7 @@ class PluginServices:
                     tried.append(f"no file '{candidate}' (outside the script directory)")
                     continue
                 if found[0].is_file():
-                    return _read(found[0]), found[1]
+                    return _read(found[0]), found[1].encode()
                 tried.append(f"no file '{candidate}'")
             return tried
 
@@ -364,13 +364,13 @@ class PluginServices:
         if state.base_dir is not None and not os.path.isabs(filename):
             filename = str(state.base_dir / filename)
 
-        def read() -> tuple[bytes, str]:
+        def read() -> tuple[bytes, bytes]:
             found = _inside(filename, roots)
             if found is None:
                 raise OpError(f"cannot open {filename} (outside the script directory)")
             if not found[0].is_file():
                 raise OpError(f"cannot open {filename} (no such file)")
-            return _read(found[0]), found[1]
+            return _read(found[0]), found[1].encode()
 
         return await trio.to_thread.run_sync(read, limiter=self.limiter)
 

@@ -472,7 +472,11 @@ function http.ensure_pool(opts)
   if callback ~= nil and type(callback) ~= "function" then
     error("http.ensure_pool: on_tls_error must be a function, got " .. type(callback), 2)
   end
-  local r = pack(co_yield(IO, "http_ensure_pool", opts))
+  local options = {}
+  for key, value in next, opts do
+    if key ~= "on_tls_error" then options[key] = value end
+  end
+  local r = pack(co_yield(IO, "http_ensure_pool", options))
   if not r[1] then error(r[2], 2) end
   TLS_CALLBACKS[r[2]] = callback
   return true

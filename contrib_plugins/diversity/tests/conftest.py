@@ -1,0 +1,206 @@
+"""Shared helpers for the diversity plugin tests.
+
+The plugin is exercised through its hookimpls inside its real lifespan, with real Lua states,
+real scripts on disk (``tests/scripts`` in VerneMQ's style, copied next to a generated
+``settings.lua`` module), real HTTPS servers with trustme certificates.
+
+``RecordingHost`` stands in for the broker's ``Host`` object (the broker is not under test
+here): it records disconnects and ``hooks_changed`` calls and answers session look-ups.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import trustme
+
+from plugin_host.hooks.api import SessionInfo
+from plugin_host.settings import Config, PluginSection, PluginSettings
+from plugin_host_diversity.plugin import DiversityPlugin
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+@dataclass
+class RecordingHost:
+    """A minimal broker-side ``Host`` for plugin-level tests."""
+
+    on_error: str = "deny"
+    disconnects: list[tuple[str, str, bool]] = field(default_factory=list)
+    known_clients: set[tuple[str, str]] = field(default_factory=set)
+    online: set[tuple[str, str]] = field(default_factory=set)
+    hooks_changed_calls: int = 0
+    reauthorized: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    @property
+    def log(self) -> Any:
+        return structlog.get_logger("test").bind(plugin="diversity")
+
+    @property
+    def config(self) -> Config:
+        return Config(plugins={"diversity": PluginSettings("diversity", on_error=self.on_error)})  # type: ignore[arg-type]
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    async def disconnect(
+        self, client_id: str, mountpoint: str = "", *, do_cleanup: bool = False
+    ) -> bool:
+        self.disconnects.append((mountpoint, client_id, do_cleanup))
+        return (mountpoint, client_id) in self.known_clients
+
+    async def reauthorize_subscriptions(
+        self, client_id: str, mountpoint: str, username: str | None
+    ) -> None:
+        self.reauthorized.append((mountpoint, client_id, username))
+
+    def sessions(self) -> list[SessionInfo]:
+        return [self.session(c, m) for m, c in self.known_clients]  # type: ignore[misc]
+
+    def session(self, client_id: str, mountpoint: str = "") -> SessionInfo | None:
+        if (mountpoint, client_id) not in self.known_clients:
+            return None
+        return SessionInfo(
+            client_id=client_id,
+            mountpoint=mountpoint,
+            username=None,
+            online=(mountpoint, client_id) in self.online,
+            protocol_level=4,
+            clean_session=True,
+        )
+
+    def hooks_changed(self) -> None:
+        self.hooks_changed_calls += 1
+
+
+def script_dir(
+    tmp_path: Path, *names: str, settings: dict[str, Any] | None = None, **inline: str
+) -> Path:
+    """A fresh script directory: copies of ``tests/scripts/<name>.lua``, inline scripts
+    (``name="lua source"``) and, with ``settings``, a ``settings.lua`` module returning them.
+    """
+    directory = tmp_path / "lua"
+    directory.mkdir(exist_ok=True)
+    for name in names:
+        shutil.copy(SCRIPTS / f"{name}.lua", directory / f"{name}.lua")
+    for name, source in inline.items():
+        (directory / f"{name}.lua").write_text(source)
+    if settings is not None:
+        lines = ["return {"]
+        for key, value in settings.items():
+            lines.append(f"  {key} = {lua_literal(value)},")
+        lines.append("}")
+        (directory / "lib").mkdir(exist_ok=True)
+        (directory / "lib" / "settings.lua").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def lua_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+@asynccontextmanager
+async def running(
+    values: dict[str, Any] | None = None,
+    *,
+    host: RecordingHost | None = None,
+    plugin: DiversityPlugin | None = None,
+) -> AsyncIterator[DiversityPlugin]:
+    """Run a plugin instance's lifespan with the given ``diversity.*`` values."""
+    plugin = plugin or DiversityPlugin()
+    section_values = {"reload_on_sighup": False, **(values or {})}
+    section = PluginSection(plugin="diversity", values=section_values)
+    async with plugin.plugin_host_lifespan(host or RecordingHost(), section):
+        yield plugin
+
+
+async def register(
+    plugin: DiversityPlugin,
+    client_id: str = "client-1",
+    username: str | None = "alice",
+    password: bytes | None = b"secret",
+    *,
+    m5: bool = False,
+    mountpoint: str = "",
+    properties: dict[str, Any] | None = None,
+) -> Any:
+    """Call auth_on_register(_m5) as the broker would."""
+    if m5:
+        return await plugin.auth_on_register_m5(
+            "127.0.0.1", 50000, mountpoint, client_id, username, password, True,
+            properties or {}, None, None, None, None,
+        )  # fmt: skip
+    return await plugin.auth_on_register(
+        "127.0.0.1", 50000, mountpoint, client_id, username, password, True, None, None, None, None
+    )
+
+
+@dataclass
+class TLSFiles:
+    """PEM files on disk: a private CA, and a client certificate it issued."""
+
+    ca: trustme.CA
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> TLSFiles:
+    client = ca.issue_cert("lua-client@example.test", common_name="lua-client")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    cafile = certs / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    certfile = certs / "client.pem"
+    client.cert_chain_pems[0].write_to_path(str(certfile))
+    keyfile = certs / "client.key"
+    client.private_key_pem.write_to_path(str(keyfile))
+    return TLSFiles(ca, cafile, certfile, keyfile)
+
+
+# Test files cannot import each other (importlib import mode): helpers are fixtures.
+
+
+@pytest.fixture
+def lua_dir(tmp_path: Path) -> Any:
+    """``lua_dir(*script_names, settings=None, **inline_scripts) -> Path``."""
+
+    def make(*names: str, settings: dict[str, Any] | None = None, **inline: str) -> Path:
+        return script_dir(tmp_path, *names, settings=settings, **inline)
+
+    return make
+
+
+@pytest.fixture
+def run() -> Any:
+    """``run(values, host=..., plugin=...)``: an async context manager yielding the plugin."""
+    return running
+
+
+@pytest.fixture(name="register")
+def register_fixture() -> Any:
+    """``await register(plugin, client_id, username, password, m5=False, ...)``."""
+    return register
+
+
+@pytest.fixture
+def host() -> RecordingHost:
+    return RecordingHost()
