@@ -6,11 +6,15 @@ plugins); installed entry points are left out so the tests see only their own pl
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import structlog
+import trio
 
 from plugin_host.hooks.api import SessionInfo
 from plugin_host.plugins.manager import PluginManager
@@ -107,3 +111,91 @@ def make_manager() -> Callable[..., PluginManager]:
         )
 
     return build
+
+
+# --- paho-mqtt, driven from trio tests (for the end-to-end tests through a real broker) ----------
+
+WAIT = 10.0
+
+
+class Paho:
+    """A paho-mqtt client: its network thread sets events, the trio test waits on them."""
+
+    def __init__(self, address, client_id="", *, v5=False, username=None, password=None):
+        self.address = address
+        self.v5 = v5
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        # After the broker went away paho waits before reconnecting; keep that (and with it
+        # loop_stop() at teardown) short.
+        self.client.reconnect_delay_set(min_delay=0.01, max_delay=0.01)  # type: ignore[arg-type]
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.connack: Any = None
+        self.messages: queue.Queue[Any] = queue.Queue()
+        self._acks: dict[int, threading.Event] = {}
+        self._results: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.disconnected.set()
+        self.client.on_message = lambda c, u, m: self.messages.put(m)
+        self.client.on_subscribe = self._on_ack
+
+    def _on_connect(self, client, userdata, flags, rc, props):
+        self.connack = rc
+        if rc.is_failure:
+            client.disconnect()  # refused: no automatic reconnection attempts
+        self.connected.set()
+
+    def _on_ack(self, client, userdata, mid, rcs, props):
+        with self._lock:
+            self._results[mid] = rcs
+            event = self._acks.setdefault(mid, threading.Event())
+        event.set()
+
+    async def connect(self) -> Any:
+        """Connect; returns the CONNACK reason code (paho ReasonCode; ``.value`` is the int)."""
+        self.client.connect(*self.address)
+        self.client.loop_start()
+        assert await trio.to_thread.run_sync(self.connected.wait, WAIT), "no CONNACK"
+        return self.connack
+
+    async def subscribe(self, topic: str, qos: int = 1) -> list[int]:
+        _, mid = self.client.subscribe(topic, qos)
+        with self._lock:
+            event = self._acks.setdefault(mid, threading.Event())
+        assert await trio.to_thread.run_sync(event.wait, WAIT), "no SUBACK"
+        return [getattr(rc, "value", rc) for rc in self._results[mid]]
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        info = self.client.publish(topic, payload, qos)
+        await trio.to_thread.run_sync(info.wait_for_publish, WAIT)
+
+    async def receive(self) -> Any:
+        return await trio.to_thread.run_sync(self.messages.get, True, WAIT)
+
+    def stop(self) -> None:
+        # disconnect() wakes paho's network thread, so loop_stop() need not wait for its
+        # select() timeout; it also keeps a refused client from reconnecting.
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def paho():
+    """``paho(address, client_id, v5=..., username=..., password=...)``; stopped after the test."""
+    created: list[Paho] = []
+
+    def make(*args: Any, **kwargs: Any) -> Paho:
+        client = Paho(*args, **kwargs)
+        created.append(client)
+        return client
+
+    yield make
+    for client in created:
+        client.stop()
