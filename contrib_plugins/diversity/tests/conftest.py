@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import structlog
+import trio
 import trustme
 
 from plugin_host.hooks.api import SessionInfo
@@ -37,6 +38,8 @@ class RecordingHost:
     known_clients: set[tuple[str, str]] = field(default_factory=set)
     online: set[tuple[str, str]] = field(default_factory=set)
     hooks_changed_calls: int = 0
+    #: Set (and replaced) every time the plugin says its active hooks changed.
+    hooks_changed_event: trio.Event = field(default_factory=trio.Event)
     reauthorized: list[tuple[str, str, str | None]] = field(default_factory=list)
 
     @property
@@ -78,6 +81,8 @@ class RecordingHost:
 
     def hooks_changed(self) -> None:
         self.hooks_changed_calls += 1
+        self.hooks_changed_event.set()
+        self.hooks_changed_event = trio.Event()
 
 
 def script_dir(
