@@ -236,6 +236,7 @@ class Connection:
                         nursery.start_soon(self._writer)
                         await self._read_guarded()
                         self.close()
+                        self._finish_writing()
                 finally:
                     self._nursery = None
                     self.closing = True
@@ -277,9 +278,16 @@ class Connection:
             props = {"reason_string": reason} if reason and self.problem_info else None
             self.out += encode_disconnect(reason_code, MQTT_5, props)
         self._read_scope.cancel()
+        self._finish_writing()
+
+    def _finish_writing(self) -> None:
+        """Let the writer flush what is pending (bounded by a deadline) and stop."""
+        self.closing = True
         nursery = self._nursery
         if nursery is not None:
-            nursery.cancel_scope.deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
+            deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
+            if deadline < nursery.cancel_scope.deadline:
+                nursery.cancel_scope.deadline = deadline
         self.wake()
 
     def wake(self) -> None:
