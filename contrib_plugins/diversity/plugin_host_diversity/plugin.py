@@ -4,9 +4,8 @@
 states, ``kv`` tables, ``auth_cache``, HTTP pools, the obfuscation key. All of it is created
 in :meth:`DiversityPlugin.plugin_host_lifespan` and released when the lifespan ends.
 
-The entry point is this module; pluggy registers the module, so the hookimpls pluggy sees are
-the bound methods of one module-level instance (:data:`plugin`), exported below. Tests and
-embedders create their own :class:`DiversityPlugin` instances.
+The entry point names this module; its ``plugin_host_plugin`` tells the plugin manager to
+register a fresh :class:`DiversityPlugin` instance per broker (no module-level state).
 
 Chain semantics (spec 4.2-4.4): scripts are asked in load order; the first that returns
 something other than nil decides; ``false`` denies and stops the chain (no later script or
@@ -41,7 +40,7 @@ from plugin_host_diversity.runtime import ScriptError
 from plugin_host_diversity.scripts import Script, ScriptLoadError, ScriptSet, load_script
 from plugin_host_diversity.services import PluginServices
 
-__all__ = ["DiversityPlugin", "plugin"]
+__all__ = ["DiversityPlugin", "plugin_host_plugin"]
 
 _SCRIPT_ERROR = Deny("lua_script_error")
 _CACHE_DENY = Deny("not_authorized")
@@ -100,16 +99,16 @@ class DiversityPlugin:
         """The loaded scripts, in call order."""
         return self._scripts.scripts
 
-    @property
-    def kv(self) -> KVStore:
-        if self._running is None:
-            raise RuntimeError("the diversity plugin is not running")
-        return self._running.services.kv
+    # (Properties must not raise: pluggy looks at every attribute when registering.)
 
     @property
-    def auth_cache(self) -> AuthCache:
-        if self._cache is None:
-            raise RuntimeError("the diversity plugin is not running")
+    def kv(self) -> KVStore | None:
+        """The ``kv`` tables while running (``None`` otherwise)."""
+        return self._running.services.kv if self._running is not None else None
+
+    @property
+    def auth_cache(self) -> AuthCache | None:
+        """The auth cache while running (``None`` otherwise)."""
         return self._cache
 
     @asynccontextmanager
@@ -663,33 +662,5 @@ class DiversityPlugin:
         await self._notify("on_session_expired", (mountpoint, client_id))
 
 
-#: The instance registered through the ``diversity`` entry point (pluggy registers this
-#: module, so its hookimpls are the bound methods exported below).
-plugin = DiversityPlugin()
-
-plugin_host_config_schema = plugin.plugin_host_config_schema
-plugin_host_lifespan = plugin.plugin_host_lifespan
-plugin_host_active_hooks = plugin.plugin_host_active_hooks
-reload = plugin.reload
-auth_on_register = plugin.auth_on_register
-auth_on_register_m5 = plugin.auth_on_register_m5
-on_auth_m5 = plugin.on_auth_m5
-on_register = plugin.on_register
-on_register_m5 = plugin.on_register_m5
-auth_on_publish = plugin.auth_on_publish
-auth_on_publish_m5 = plugin.auth_on_publish_m5
-on_publish = plugin.on_publish
-on_publish_m5 = plugin.on_publish_m5
-auth_on_subscribe = plugin.auth_on_subscribe
-auth_on_subscribe_m5 = plugin.auth_on_subscribe_m5
-on_subscribe = plugin.on_subscribe
-on_subscribe_m5 = plugin.on_subscribe_m5
-on_unsubscribe = plugin.on_unsubscribe
-on_unsubscribe_m5 = plugin.on_unsubscribe_m5
-on_deliver = plugin.on_deliver
-on_deliver_m5 = plugin.on_deliver_m5
-on_offline_message = plugin.on_offline_message
-on_client_wakeup = plugin.on_client_wakeup
-on_client_offline = plugin.on_client_offline
-on_client_gone = plugin.on_client_gone
-on_session_expired = plugin.on_session_expired
+#: The manager instantiates this for each broker (the entry point names this module).
+plugin_host_plugin = DiversityPlugin
