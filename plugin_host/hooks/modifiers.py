@@ -38,6 +38,7 @@ __all__ = [
     "validate_modifiers",
     "validate_properties",
     "validate_subscribe_topics",
+    "validate_topics",
     "validate_unsubscribe_topics",
 ]
 
