@@ -111,15 +111,18 @@ class HTTPTestServer:
     """State and controls of a running test server (see :func:`open_http_server`).
 
     Attributes tests read: ``requests`` (answered requests, in order), ``dropped`` (requests
-    closed without an answer by ``drop_reused``), ``connections_opened``,
-    ``connections_open``, ``connections_closed``, ``tls_errors`` (handshake failures, as
-    text), ``handler_errors`` (exceptions of handlers, answered with 500), ``sni_names``
-    (SNI names clients sent, in handshake order). Attributes tests may
-    set at any time: ``handler``, ``routes`` (path -> handler, checked before ``handler``),
-    ``delay`` (seconds to wait before every response), ``idle_timeout`` (close a keep-alive
-    connection idle that long; ``None`` = never), ``drop_reused`` (the next N requests that
-    arrive on an already used connection are read, then the connection is closed with no
-    response), ``drop_next`` (the same for the next N requests on any connection).
+    closed without an answer by ``drop_reused`` / ``drop_next``), ``abandoned`` (requests whose
+    client closed the connection before the handler answered; the handler is then
+    cancelled), ``connections_opened``, ``connections_open``, ``connections_closed``,
+    ``tls_errors`` (handshake failures, as text), ``handler_errors`` (exceptions of
+    handlers, answered with 500), ``sni_names`` (SNI names clients sent, in handshake order).
+
+    Attributes tests may set at any time: ``handler``, ``routes`` (path -> handler, checked
+    before ``handler``), ``delay`` (seconds to wait before every response), ``idle_timeout``
+    (close a keep-alive connection idle that long; ``None`` = never), ``drop_reused`` (the
+    next N requests that arrive on an already used connection are read, then the connection
+    is closed with no response), ``drop_next`` (the same for the next N requests on any
+    connection).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class HTTPTestServer:
         self.drop_next = 0
         self.requests: list[Request] = []
         self.dropped: list[Request] = []
+        self.abandoned: list[Request] = []
         self.tls_errors: list[str] = []
         self.handler_errors: list[Exception] = []
         self.sni_names: list[str | None] = []
@@ -224,6 +228,38 @@ class HTTPTestServer:
             self.connections_closed += 1
             self._notify()
 
+    async def _respond(
+        self, stream: trio.abc.Stream, conn: h11.Connection, request: Request
+    ) -> Response | None:
+        """Run the handler while watching the connection; None if the client left first."""
+        route = self.routes.get(request.path, self.handler)
+        response: list[Response] = []
+
+        async def handle(cancel_scope: trio.CancelScope) -> None:
+            if self.delay:
+                await trio.sleep(self.delay)
+            try:
+                response.append(await route(request))
+            except Exception as exc:  # a broken handler answers 500, like a real server
+                self.handler_errors.append(exc)
+                response.append(Response(status=500, body=repr(exc).encode()))
+            cancel_scope.cancel()
+
+        async def watch(cancel_scope: trio.CancelScope) -> None:
+            # Like an ASGI server's http.disconnect: a client that closes the connection
+            # before the answer cancels the handler.
+            try:
+                while data := await stream.receive_some(65536):
+                    conn.receive_data(data)  # a pipelined request: keep it for later
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle, nursery.cancel_scope)
+            nursery.start_soon(watch, nursery.cancel_scope)
+        return response[0] if response else None
+
     @staticmethod
     async def _send_pending_alert(ssl_stream: trio.SSLStream[Any], raw: trio.abc.Stream) -> None:
         # trio drops the TLS alert OpenSSL queued for a failed handshake; real servers send
@@ -305,14 +341,11 @@ class HTTPTestServer:
                 self._notify()
                 return
             served += 1
-            route = self.routes.get(request.path, self.handler)
-            if self.delay:
-                await trio.sleep(self.delay)
-            try:
-                response = await route(request)
-            except Exception as exc:  # a broken handler answers 500, like a real server
-                self.handler_errors.append(exc)
-                response = Response(status=500, body=repr(exc).encode())
+            response = await self._respond(stream, conn, request)
+            if response is None:
+                self.abandoned.append(request)
+                self._notify()
+                return
             self.requests.append(request)
             self._notify()
             headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]

@@ -190,6 +190,8 @@ async def test_cancelled_auth_call_propagates_and_is_counted(webhooks: Any, conf
                     await arrived.wait()
                 client_scope.cancel()
         assert client_scope.cancelled_caught
+        with trio.fail_after(5):  # the HTTP request was aborted, not left running
+            await server.wait_until(lambda: len(server.abandoned) == 1)
         counters = runtime.counters["auth_on_register"]
         assert (counters.requests, counters.cancelled, counters.errors) == (1, 1, 0)
         # The pool is intact: the abandoned connection was closed, a new one serves.
