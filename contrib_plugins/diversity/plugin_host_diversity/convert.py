@@ -69,27 +69,32 @@ def from_lua(value: Any, *, strings: str = "bytes", _depth: int = 0) -> Any:
     ``"str"`` decodes them (UTF-8, :class:`ConversionError` when invalid), including keys.
     Functions, coroutines and userdata raise :class:`ConversionError`.
     """
-    if value is None or value is True or value is False:
-        return value
-    if isinstance(value, int | float):
-        return number(value)
-    if isinstance(value, bytes):
+    cls = value.__class__
+    if cls is bytes:
         return _string(value, strings)
+    if value is None or cls is bool or cls is int:
+        return value
+    if cls is float:
+        return number(value)
     kind = lua_type(value)
     if kind != "table":
         raise ConversionError(f"cannot convert a Lua {kind or type(value).__name__} value")
     if _depth >= MAX_DEPTH:
         raise ConversionError(f"tables nested deeper than {MAX_DEPTH} levels (a cycle?)")
     items = list(value.items())
-    if items and all(isinstance(k, int) and not isinstance(k, bool) for k, _ in items):
+    if not items:
+        return {}
+    depth = _depth + 1
+    # Lua's next() visits the array part first: a first key of 1 hints at an array.
+    if items[0][0].__class__ is int and all(k.__class__ is int for k, _ in items):
         keys = sorted(k for k, _ in items)
         if keys[0] == 1 and keys[-1] == len(keys):
-            ordered = sorted(items, key=lambda kv: kv[0])
-            return [from_lua(v, strings=strings, _depth=_depth + 1) for _, v in ordered]
-    out: dict[Any, Any] = {}
-    for key, item in items:
-        out[_key(key, strings)] = from_lua(item, strings=strings, _depth=_depth + 1)
-    return out
+            if keys != [k for k, _ in items]:
+                items.sort(key=lambda kv: kv[0])
+            return [from_lua(v, strings=strings, _depth=depth) for _, v in items]
+    return {
+        _key(key, strings): from_lua(item, strings=strings, _depth=depth) for key, item in items
+    }
 
 
 def _string(value: bytes, strings: str) -> Any:
@@ -120,6 +125,8 @@ def to_lua(lua: LuaRuntime, value: Any, _depth: int = 0) -> Any:
     if _depth >= MAX_DEPTH:
         raise ConversionError(f"data nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
+        if not value:
+            return lua.table_from()
         return lua.table_from(
             {to_lua(lua, k, _depth + 1): to_lua(lua, v, _depth + 1) for k, v in value.items()}
         )

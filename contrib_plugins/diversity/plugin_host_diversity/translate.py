@@ -21,6 +21,7 @@ the Python forms here; the host validates them (``plugin_host.hooks.modifiers``)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from plugin_host import Deny
@@ -166,33 +167,47 @@ def properties_to_lua(properties: Mapping[str, Any] | None) -> Any:
 
 Converter = Callable[[Any], Any]
 
+#: Arguments passed through as they are (bytes, numbers, booleans).
+_AS_IS = frozenset(
+    {"payload", "client_cert", "password", "qos", "retain", "peer_port", "listener_port",
+     "clean_session", "clean_start"}
+)  # fmt: skip
 
-def _converters(hook: str) -> tuple[Converter | None, ...]:
-    out: list[Converter | None] = []
-    for name in HOOK_ARGS[hook]:
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to turn one hook's Python arguments into Lua values (precomputed per hook)."""
+
+    text: tuple[int, ...]  # positions of str arguments (encoded to UTF-8)
+    tables: tuple[tuple[int, Converter], ...]  # positions of topics/properties
+    password: int  # position of the password (obfuscated), or -1
+
+
+def _plan(hook: str) -> _Plan:
+    text: list[int] = []
+    tables: list[tuple[int, Converter]] = []
+    for i, name in enumerate(HOOK_ARGS[hook]):
         if name == "topics":
-            if hook.startswith(("on_unsubscribe", "on_topic_unsubscribed")):
-                out.append(_unsub_topics)
+            if hook.startswith("on_unsubscribe"):
+                tables.append((i, _unsub_topics))
             elif hook.endswith("_m5"):
-                out.append(_sub_topics_m5)
+                tables.append((i, _sub_topics_m5))
             else:
-                out.append(_sub_topics)
+                tables.append((i, _sub_topics))
         elif name == "properties":
-            out.append(properties_to_lua)
-        elif name in ("payload", "client_cert", "password", "qos", "retain", "peer_port",
-                      "listener_port", "clean_session", "clean_start"):  # fmt: skip
-            out.append(None)
-        else:
-            out.append(_text)
-    return tuple(out)
+            tables.append((i, properties_to_lua))
+        elif name not in _AS_IS:
+            text.append(i)
+    names = HOOK_ARGS[hook]
+    password = names.index("password") if "password" in names else -1
+    return _Plan(tuple(text), tuple(tables), password)
 
 
-_CONVERTERS: dict[str, tuple[Converter | None, ...]] = {h: _converters(h) for h in HOOK_ARGS}
+_PLANS: dict[str, _Plan] = {hook: _plan(hook) for hook in HOOK_ARGS}
 
 #: Argument positions (per hook) holding tables, which must be built in each Lua state.
 TABLE_ARGS: dict[str, tuple[int, ...]] = {
-    hook: tuple(i for i, n in enumerate(names) if n in ("topics", "properties"))
-    for hook, names in HOOK_ARGS.items()
+    hook: tuple(i for i, _ in plan.tables) for hook, plan in _PLANS.items()
 }
 
 
@@ -205,14 +220,17 @@ def lua_arguments(
     plain Python data that :func:`plugin_host_diversity.convert.to_lua` turns into a table
     of the state the call runs in. The password is obfuscated.
     """
+    plan = _PLANS[hook]
     out = list(values)
-    for i, convert in enumerate(_CONVERTERS[hook]):
-        if convert is not None and out[i] is not None:
+    for i in plan.text:
+        value = out[i]
+        if value.__class__ is str:
+            out[i] = value.encode()
+    for i, convert in plan.tables:
+        if out[i] is not None:
             out[i] = convert(out[i])
-    if hook.startswith("auth_on_register"):
-        password = out[5]
-        if password is not None:
-            out[5] = obfuscate(password)
+    if plan.password >= 0 and out[plan.password] is not None:
+        out[plan.password] = obfuscate(out[plan.password])
     return out
 
 

@@ -260,3 +260,20 @@ async def test_cancelled_call_leaves_the_state_usable(lua_dir, run) -> None:
         assert await plugin.auth_on_publish("u", "", "c", 0, "fast", b"", False) == {
             "payload": b"done"
         }
+
+
+async def test_every_call_gets_a_full_budget(lua_dir, run) -> None:
+    # Calls reuse pooled coroutines: each must start with the whole budget again.
+    lua = lua_dir(
+        busy="""
+        hooks = {auth_on_publish = function(p)
+          local n = 0
+          for i = 1, 150000 do n = n + i end  -- about 600k instructions
+          return {payload = tostring(n)}
+        end}
+        """
+    )
+    async with run({"script_dir": str(lua), "max_instructions": 1_000_000}) as plugin:
+        for _ in range(5):
+            result = await plugin.auth_on_publish("u", "", "c", 0, "t", b"", False)
+            assert result == {"payload": b"11250075000"}

@@ -173,6 +173,21 @@ end
 local CALLS = {}
 local NEXT_ID = 0
 
+-- Hook calls run in pooled worker coroutines: a worker runs one call, yields DONE with its
+-- result and waits for the next call (creating a coroutine and its budget record per call
+-- costs more than the call itself for small hooks). A worker whose call failed is dead, one
+-- whose caller went away is abandoned: neither comes back to the pool.
+local DONE = {}
+local IDLE = {}
+local IDLE_COUNT = 0
+local MAX_IDLE = 32
+
+local function worker(fn, args)
+  while true do
+    fn, args = co_yield(DONE, (fn(args)))
+  end
+end
+
 local function finish(id, co, ok, ...)
   leave()
   if not ok then
@@ -181,11 +196,21 @@ local function finish(id, co, ok, ...)
     local msg = errmsg((...))
     return "error", msg, b and b.tripped or false, debug_traceback(co, nil, 0)
   end
+  local first = (...)
+  if rawequal(first, DONE) then
+    CALLS[id] = nil
+    OVERLAYS[co] = nil
+    if IDLE_COUNT < MAX_IDLE then
+      IDLE_COUNT = IDLE_COUNT + 1
+      IDLE[IDLE_COUNT] = co
+    end
+    return "done", (select(2, ...))
+  end
   if co_status(co) == "dead" then
     CALLS[id] = nil
-    return "done", (...)
+    return "done", first
   end
-  if rawequal((...), IO) then
+  if rawequal(first, IO) then
     return "io", select(2, ...)
   end
   CALLS[id] = nil
@@ -209,15 +234,41 @@ local function step(id, deadline, ...)
   return finish(id, co, co_resume(co, ...))
 end
 
+local function register(co)
+  NEXT_ID = NEXT_ID + 1
+  CALLS[NEXT_ID] = co
+  return NEXT_ID
+end
+
+-- A call running `fn` in a coroutine of its own (a script's main chunk, callbacks).
 local function new_call(fn)
   local co = co_create(fn)
   if BUDGET_ON then
     BUDGETS[co] = { left = MAX_UNITS, tick = 0, tripped = false }
     watch(co)
   end
-  NEXT_ID = NEXT_ID + 1
-  CALLS[NEXT_ID] = co
-  return NEXT_ID
+  return register(co)
+end
+
+-- A hook call: a pooled worker coroutine with a fresh budget.
+local function new_hook_call()
+  local co
+  if IDLE_COUNT > 0 then
+    co = IDLE[IDLE_COUNT]
+    IDLE[IDLE_COUNT] = nil
+    IDLE_COUNT = IDLE_COUNT - 1
+    local b = BUDGETS[co]
+    if b ~= nil then
+      b.left, b.tick = MAX_UNITS, 0
+    end
+  else
+    co = co_create(worker)
+    if BUDGET_ON then
+      BUDGETS[co] = { left = MAX_UNITS, tick = 0, tripped = false }
+      watch(co)
+    end
+  end
+  return register(co)
 end
 
 -- ------------------------------------------------------------------------------------------
@@ -624,8 +675,8 @@ function driver.call(name, deadline, keyset, ...)
     local v = values[i]
     if v ~= nil then args[keys[i]] = v end
   end
-  local id = new_call(HOOKS[name])
-  return id, step(id, deadline, args)
+  local id = new_hook_call()
+  return id, step(id, deadline, HOOKS[name], args)
 end
 
 driver.step = step
