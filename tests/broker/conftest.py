@@ -18,8 +18,6 @@ from paho.mqtt.properties import Properties
 
 from plugin_host.testing import HookRecorder
 
-pytest_plugins = ["plugin_host.testing.pytest_plugin"]
-
 WAIT = 10.0
 
 
