@@ -427,17 +427,20 @@ class MQTTClient:
             else:
                 packet.topic = self.topic_aliases.get(alias, "")
         pid = packet.packet_id
+        # Hand the message to the application before acknowledging it: once the broker has
+        # the ack, the message is the client's responsibility.
+        duplicate = False
         if packet.qos == 2 and pid is not None:
             duplicate = pid in self.session.qos2_received
             self.session.qos2_received.add(pid)
-            if self.auto_ack:
+        if not duplicate:
+            self.received_count += 1
+            self._messages_send.send_nowait(packet)
+        if self.auto_ack and pid is not None:
+            if packet.qos == 2:
                 await self.send_raw(encode_pubrec(pid, self.protocol))
-            if duplicate:
-                return
-        elif packet.qos == 1 and pid is not None and self.auto_ack:
-            await self.send_raw(encode_puback(pid, self.protocol))
-        self.received_count += 1
-        self._messages_send.send_nowait(packet)
+            elif packet.qos == 1:
+                await self.send_raw(encode_puback(pid, self.protocol))
 
     async def _pinger(self) -> None:
         if not self.keepalive:
