@@ -250,7 +250,7 @@ class HTTPTestServer:
             # before the answer cancels the handler.
             try:
                 while data := await stream.receive_some(65536):
-                    conn.receive_data(data)  # a pipelined request: keep it for later
+                    conn.receive_data(bytes(data))  # a pipelined request: keep it for later
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             cancel_scope.cancel()

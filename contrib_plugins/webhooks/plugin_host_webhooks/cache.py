@@ -155,6 +155,12 @@ class ResponseCache:
         self._entries.clear()
         self._expiries.clear()
 
+    def drop(self, endpoint: str, hook: str) -> None:
+        """Forget the entries and counters of one (endpoint, hook) (it was deregistered)."""
+        for key in [k for k in self._entries if k[0] == endpoint and k[1] == hook]:
+            del self._entries[key]
+        self.stats.pop((endpoint, hook), None)
+
     def entries_by(self) -> dict[tuple[str, str], int]:
         """Number of entries per (endpoint, hook)."""
         counts: dict[tuple[str, str], int] = {}

@@ -351,6 +351,8 @@ class Webhooks:
         if webhook is None:
             raise WebhookError("not_found", f"{endpoint} is not registered for {hook}")
         await self._remove(webhook)
+        # A later registration of the same pair must not answer from the old one's cache.
+        self.cache.drop(endpoint, hook)
         self._update_active()
         self.log.info("webhook_deregistered", hook=hook, endpoint=endpoint)
 
