@@ -10,7 +10,9 @@ here): it records disconnects and ``hooks_changed`` calls and answers session lo
 
 from __future__ import annotations
 
+import queue
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -209,3 +211,112 @@ def register_fixture() -> Any:
 @pytest.fixture
 def host() -> RecordingHost:
     return RecordingHost()
+
+
+# --- paho-mqtt clients for the end-to-end tests ---------------------------------------------
+
+PAHO_WAIT = 10.0
+
+
+class PahoClient:
+    """paho-mqtt (an independent MQTT implementation) driven from trio tests.
+
+    paho runs its network loop in its own thread; callbacks put results in thread-safe
+    queues/events and the test waits for them in a worker thread (never by sleeping).
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        client_id: str,
+        *,
+        v5: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.address = address
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.connack = queue.Queue[Any]()
+        self.messages = queue.Queue[Any]()
+        self.subacks: dict[int, queue.Queue[Any]] = {}
+        self.pubacks: dict[int, queue.Queue[Any]] = {}
+        self.disconnected = threading.Event()
+        self._lock = threading.Lock()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = lambda client, userdata, message: self.messages.put(message)
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_publish = self._on_publish
+        self.client.on_disconnect = lambda *args: self.disconnected.set()
+
+    def _slot(self, table: dict[int, queue.Queue[Any]], mid: int) -> queue.Queue[Any]:
+        with self._lock:
+            return table.setdefault(mid, queue.Queue())
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            client.disconnect()  # no reconnection attempts after a refusal
+        self.connack.put(rc)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
+        self._slot(self.subacks, mid).put([getattr(rc, "value", rc) for rc in rcs])
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        self._slot(self.pubacks, mid).put(getattr(rc, "value", rc))
+
+    async def _wait(self, slot: queue.Queue[Any], what: str) -> Any:
+        try:
+            return await trio.to_thread.run_sync(slot.get, True, PAHO_WAIT)
+        except queue.Empty:
+            raise AssertionError(f"no {what} within {PAHO_WAIT} s") from None
+
+    async def connect(self) -> int:
+        """Connect; the CONNACK reason code (paho reports MQTT 3 codes by their v5 names)."""
+        self.client.connect(*self.address)
+        self.client.loop_start()
+        return (await self._wait(self.connack, "CONNACK")).value
+
+    async def subscribe(self, topic: str, qos: int = 1) -> list[int]:
+        _, mid = self.client.subscribe(topic, qos)
+        return await self._wait(self._slot(self.subacks, mid), "SUBACK")
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, **kwargs: Any) -> int:
+        """Publish; for QoS > 0 the PUBACK reason code (0 = accepted)."""
+        info = self.client.publish(topic, payload, qos, **kwargs)
+        if qos == 0:
+            return 0
+        return await self._wait(self._slot(self.pubacks, info.mid), "PUBACK")
+
+    async def receive(self) -> Any:
+        return await self._wait(self.messages, "message")
+
+    async def wait_disconnected(self) -> None:
+        if not await trio.to_thread.run_sync(self.disconnected.wait, PAHO_WAIT):
+            raise AssertionError("still connected")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def paho() -> Any:
+    """``paho(address, client_id, v5=..., username=..., password=...)``, stopped at teardown."""
+    clients: list[PahoClient] = []
+
+    def make(*args: Any, **kwargs: Any) -> PahoClient:
+        client = PahoClient(*args, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.stop()

@@ -1,0 +1,140 @@
+"""The Lua scripts through a real broker, with paho-mqtt clients (MQTT 3.1.1 and 5)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from plugin_host import Deny, hookimpl
+from plugin_host.settings import Config, PluginSection, PluginSettings
+from plugin_host.testing import run_broker
+from plugin_host.testing.http_server import Request, Response, open_http_server, server_tls_context
+from plugin_host_diversity.plugin import DiversityPlugin
+
+V5 = pytest.mark.parametrize("v5", [False, True], ids=["v3.1.1", "v5"])
+
+
+def config(script_dir, **values) -> Config:
+    cfg = Config()
+    cfg.sections["diversity"] = PluginSection(
+        plugin="diversity",
+        values={"script_dir": str(script_dir), "reload_on_sighup": False, **values},
+    )
+    return cfg
+
+
+async def credentials(request: Request) -> Response:
+    doc = request.json()
+    ok = request.client_cert is not None and (doc["username"], doc["password"]) == (
+        "alice",
+        "wonderland",
+    )
+    return Response.json({"result": "ok" if ok else "error"})
+
+
+@V5
+async def test_register_over_https_mtls(lua_dir, paho, ca, tls_files, v5) -> None:
+    tls = server_tls_context(ca, require_client_cert=True)
+    async with open_http_server(credentials, tls=tls) as server:
+        server.delay = 0.05
+        lua = lua_dir(
+            "auth_https",
+            settings={
+                "auth_url": server.url("/auth", host="localhost"),
+                "cafile": str(tls_files.cafile),
+                "certfile": str(tls_files.certfile),
+                "keyfile": str(tls_files.keyfile),
+            },
+        )
+        async with run_broker(
+            config(lua), plugins={"diversity": DiversityPlugin()}, allow_anonymous=False
+        ) as broker:
+            good = paho(broker.address, "good", v5=v5, username="alice", password="wonderland")
+            assert await good.connect() == 0
+            wrong = paho(broker.address, "bad", v5=v5, username="alice", password="nope")
+            # false from the script: MQTT 3.1.1 CONNACK 4 / MQTT 5 0x86 (paho: 0x86 for both)
+            assert await wrong.connect() == 0x86
+        assert len(server.requests) == 2
+
+
+@V5
+async def test_publish_rewrite_subscribe_filter_and_deliver(lua_dir, paho, v5) -> None:
+    lua = lua_dir("publish_rewrite", "subscribe_filter", "deliver")
+    async with run_broker(
+        config(lua), plugins={"diversity": DiversityPlugin()}, allow_anonymous=True
+    ) as broker:
+        client = paho(broker.address, "reader", v5=v5)
+        assert await client.connect() == 0
+        # auth_on_subscribe: secret/# rejected in its slot, qos capped at 1
+        assert await client.subscribe("secret/plans", 1) == [0x87 if v5 else 0x80]
+        assert await client.subscribe("shout/#", 2) == [1]
+        assert await client.subscribe("news/#", 1) == [1]
+
+        # auth_on_publish: the payload is rewritten before routing
+        assert await client.publish("shout/hi", b"hello there", qos=1) == 0
+        message = await client.receive()
+        assert (message.topic, message.payload) == ("shout/hi", b"HELLO THERE")
+        if v5:
+            assert ("checked_by", "lua") in message.properties.UserProperty
+            assert message.properties.ContentType == "text/upper"
+
+        # on_deliver: stamped with the receiving client's id
+        assert await client.publish("news/today", b"sunny", qos=1) == 0
+        message = await client.receive()
+        assert message.payload == b"[reader] sunny"
+
+
+@V5
+async def test_auth_cache_acls(lua_dir, paho, v5) -> None:
+    lua = lua_dir("acl_cache")
+    async with run_broker(
+        config(lua), plugins={"diversity": DiversityPlugin()}, allow_anonymous=False
+    ) as broker:
+        alice = paho(broker.address, "dev1", v5=v5, username="alice", password="alice-pw")
+        assert await alice.connect() == 0
+        assert await alice.subscribe("devices/alice/#", 1) == [1]
+        assert await alice.subscribe("broadcast/+", 1) == [1]
+        assert await alice.subscribe("elsewhere/#", 1) == [0x87 if v5 else 0x80]
+        assert await alice.publish("devices/alice/dev1/temp", b"21", qos=1) == 0
+        message = await alice.receive()
+        assert (message.topic, message.payload) == ("devices/alice/dev1/temp", b"21")
+        if v5:
+            # MQTT 5: a denied QoS 1 publish gets PUBACK 0x87, the client stays connected
+            assert await alice.publish("devices/bob/x/temp", b"21", qos=1) == 0x87
+        else:
+            # MQTT 3.1.1: a denied publish disconnects the client
+            await alice.publish("devices/bob/x/temp", b"21", qos=0)
+            with trio.fail_after(10):
+                await alice.wait_disconnected()
+
+
+class Gate:
+    """A Python plugin before the Lua scripts in the chain (priority 1)."""
+
+    @hookimpl
+    def auth_on_register(self, username):
+        if username == "blocked":
+            return Deny("blocked by the gate")
+        if username == "vip":
+            return True
+        return None  # next: the Lua script decides
+
+    @hookimpl
+    def auth_on_register_m5(self, username):
+        return self.auth_on_register(username)
+
+
+@V5
+async def test_priority_chain_with_a_python_plugin(lua_dir, paho, v5) -> None:
+    lua = lua_dir("acl_cache")
+    cfg = config(lua)
+    cfg.plugins["gate"] = PluginSettings(name="gate", priority=1)
+    cfg.plugins["diversity"] = PluginSettings(name="diversity", priority=2)
+    plugins = {"gate": Gate(), "diversity": DiversityPlugin()}
+    async with run_broker(cfg, plugins=plugins, allow_anonymous=False) as broker:
+        vip = paho(broker.address, "v", v5=v5, username="vip", password="x")
+        assert await vip.connect() == 0  # the gate said ok: Lua was not asked
+        blocked = paho(broker.address, "b", v5=v5, username="blocked", password="alice-pw")
+        assert await blocked.connect() >= 0x80
+        alice = paho(broker.address, "a", v5=v5, username="alice", password="alice-pw")
+        assert await alice.connect() == 0  # gate said next, Lua said ok
