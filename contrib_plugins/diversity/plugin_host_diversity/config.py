@@ -22,7 +22,12 @@ MB = 1024 * 1024
 
 
 def schema() -> list[Key]:
-    """Keys of the ``diversity`` section (``plugin_host_config_schema``)."""
+    """Keys of the ``diversity`` section (``plugin_host_config_schema``).
+
+    Defaults are written like config values (``max_call_time`` 1000 = 1000 ms); the loader
+    converts them. ``*`` patterns get no default, so that ``<name>.file`` does not make the
+    loader invent a ``<name>.enabled`` (and the reverse).
+    """
     return [
         Key("script_dir", "path", doc="Every *.lua file in it is loaded, in name order; it is "
             "also the directory require() searches."),
@@ -35,7 +40,7 @@ def schema() -> list[Key]:
         Key("max_memory", "size", 64 * MB, doc="Memory one Lua state may use (0 = unlimited)."),
         Key("max_instructions", "int", 10_000_000, doc="Lua instructions one call may execute "
             "(0 = unlimited)."),
-        Key("max_call_time", "duration_ms", 1.0, doc="Lua execution time one call may use, "
+        Key("max_call_time", "duration_ms", 1000, doc="Lua execution time one call may use, "
             "waits for I/O excluded (0 = unlimited)."),
         Key("http.cafile", "path", doc="CA bundle for http pools that set no cafile."),
         Key("http.certfile", "path", doc="Client certificate for http pools that set none."),
@@ -44,7 +49,7 @@ def schema() -> list[Key]:
         Key("bcrypt.default_log_rounds", "int", 12, doc="Cost of bcrypt.gen_salt()."),
         Key("bcrypt.pool_size", "int", 2, doc="Threads hashing bcrypt passwords."),
         Key("reload_on_sighup", "bool", True, doc="Reload the scripts on SIGHUP."),
-        Key("*.enabled", "bool", False, doc="VerneMQ's auth_<db>.enabled: the database modules "
+        Key("*.enabled", "bool", doc="VerneMQ's auth_<db>.enabled: the database modules "
             "are not available, so only 'off' is accepted."),
     ]  # fmt: skip
 

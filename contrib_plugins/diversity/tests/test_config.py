@@ -79,3 +79,53 @@ def test_bad_values(values: dict[str, str], key: str, words: str) -> None:
         parse(section)
     assert caught.value.key == key
     assert words in caught.value.reason
+
+
+def _loaded(tmp_path: Path, name: str, text: str) -> PluginSection:
+    from plugin_host.config import apply_schema, load_config
+
+    path = tmp_path / name
+    path.write_text(text)
+    return apply_schema(load_config(path).sections["diversity"], schema())
+
+
+def test_through_the_config_loader_conf_and_toml(tmp_path: Path) -> None:
+    scripts = tmp_path / "lua"
+    scripts.mkdir()
+    (scripts / "auth.lua").write_text("hooks = {}")
+    conf = _loaded(
+        tmp_path,
+        "vernemq.conf",
+        "plugins.vmq_diversity = on\n"
+        "plugins.vmq_diversity.priority = 2\n"
+        "vmq_diversity.script_dir = lua\n"
+        "vmq_diversity.extra.file = lua/auth.lua\n"
+        "vmq_diversity.keep_state = on\n"
+        "vmq_diversity.max_call_time = 250ms\n"
+        "vmq_diversity.http.keyfile_password = s3cret\n",
+    )
+    toml = _loaded(
+        tmp_path,
+        "broker.toml",
+        '[plugins.diversity]\npriority = 2\n\n[diversity]\nscript_dir = "lua"\n'
+        'keep_state = true\nmax_call_time = "250ms"\nhttp.keyfile_password = "s3cret"\n'
+        '\n[diversity.extra]\nfile = "lua/auth.lua"\n',
+    )
+    for section in (conf, toml):
+        config = parse(section)
+        assert config.script_dir == scripts  # relative to the config file
+        assert config.files == {"extra": scripts / "auth.lua"}
+        assert config.keep_state is True and config.nr_lua_states == 1
+        assert config.limits.max_time == pytest.approx(0.25)
+        assert config.limits.max_memory == 64 * 1024 * 1024
+        assert config.tls.keyfile_password == "s3cret"
+        assert [s.name for s in config.scripts()] == ["auth", "extra"]
+
+
+def test_loader_defaults() -> None:
+    from plugin_host.config import apply_schema
+
+    config = parse(apply_schema(PluginSection(plugin="diversity"), schema()))
+    assert config.limits.max_time == 1.0
+    assert config.limits.max_instructions == 10_000_000
+    assert config.bcrypt_rounds == 12 and config.reload_on_sighup is True

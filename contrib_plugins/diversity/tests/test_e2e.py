@@ -138,3 +138,33 @@ async def test_priority_chain_with_a_python_plugin(lua_dir, paho, v5) -> None:
         assert await blocked.connect() >= 0x80
         alice = paho(broker.address, "a", v5=v5, username="alice", password="alice-pw")
         assert await alice.connect() == 0  # gate said next, Lua said ok
+
+
+async def test_installed_entry_point_and_vernemq_conf(lua_dir, paho, tmp_path) -> None:
+    """Discovery through the ``diversity`` entry point, configured by vernemq.conf lines."""
+    from importlib.metadata import entry_points
+
+    from plugin_host.config import load_config
+
+    lua = lua_dir("publish_rewrite")
+    conf = tmp_path / "vernemq.conf"
+    conf.write_text(
+        "allow_anonymous = on\n"
+        "plugins.vmq_diversity = on\n"
+        f"vmq_diversity.script_dir = {lua}\n"
+        "vmq_diversity.reload_on_sighup = off\n"
+    )
+    cfg = load_config(conf)
+    for ep in entry_points(group="plugin_host"):
+        if ep.name != "diversity":  # keep the other installed plugins out of this broker
+            cfg.plugins[ep.name] = PluginSettings(name=ep.name, enabled=False)
+    async with run_broker(cfg, installed_plugins=True) as broker:
+        assert broker.plugins.names == ("diversity",)
+        plugin = broker.plugins.plugin("diversity")
+        assert isinstance(plugin, DiversityPlugin)
+        assert [s.name for s in plugin.scripts] == ["publish_rewrite"]
+        client = paho(broker.address, "c")
+        assert await client.connect() == 0
+        assert await client.subscribe("shout/#", 1) == [1]
+        assert await client.publish("shout/x", b"quiet", qos=1) == 0
+        assert (await client.receive()).payload == b"QUIET"
