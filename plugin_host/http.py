@@ -523,9 +523,12 @@ class HTTPPool:
         extensions: dict[str, Any] = {"trace": attempt}
         if self._server_name:
             extensions["sni_hostname"] = self._server_name
-        request = httpx2.Request(
-            method, parsed, headers=headers, content=body, extensions=extensions
-        )
+        try:
+            request = httpx2.Request(
+                method, parsed, headers=headers, content=body, extensions=extensions
+            )
+        except (ValueError, UnicodeError) as exc:  # e.g. a header value with a newline
+            raise HTTPRequestError("protocol", f"invalid request: {exc}", url=url) from None
         try:
             with trio.move_on_at(deadline) as scope:
                 response = await self._transport.handle_async_request(request)

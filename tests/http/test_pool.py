@@ -206,6 +206,15 @@ async def test_invalid_urls_are_kind_protocol(url: str) -> None:
     assert "invalid URL" in str(info.value)
 
 
+async def test_invalid_header_is_kind_protocol() -> None:
+    async with open_http_server() as server, HTTPPool(size=1) as pool:
+        for headers in ([("x-bad", "a\r\nb")], [("x-bad", "\u20ac")], [("bad name", "x")]):
+            with pytest.raises(HTTPRequestError) as info:
+                await pool.request("GET", server.url("/"), headers=headers)
+            assert info.value.kind == "protocol"
+        assert (await pool.request("GET", server.url("/"))).status == 200
+
+
 async def test_response_size_limit() -> None:
     async def handler(request: Request) -> Response:
         return Response(body=b"x" * 5000)
