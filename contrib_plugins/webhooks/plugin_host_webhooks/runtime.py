@@ -24,6 +24,7 @@ import structlog
 import trio
 
 from plugin_host import Deny
+from plugin_host.hooks.specs import CHAIN_HOOKS, RESULT_OPTIONAL_HOOKS
 from plugin_host.http import (
     HTTPPool,
     HTTPRequestError,
@@ -43,7 +44,6 @@ from plugin_host_webhooks.config import (
 )
 from plugin_host_webhooks.topic_filter import TopicFilter
 from plugin_host_webhooks.wire import (
-    CHAIN_HOOKS,
     WEBHOOK_HOOKS,
     ResponseError,
     decode_response,
@@ -70,9 +70,7 @@ _KIND_REASON = {
 _NOT_IN_CACHE_KEY = frozenset({"payload", "peer_port"})
 
 #: What a failure means for the client, for the log line.
-_OUTCOME = dict.fromkeys(
-    ("on_deliver", "on_deliver_m5", "on_unsubscribe", "on_unsubscribe_m5"), "unchanged"
-)
+_OUTCOME = dict.fromkeys(RESULT_OPTIONAL_HOOKS, "unchanged")
 
 
 class WebhookError(Exception):

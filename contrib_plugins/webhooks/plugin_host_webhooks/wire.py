@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from plugin_host import Deny
+from plugin_host.hooks.specs import CHAIN_HOOKS
 
 _REGISTER = ("peer_addr", "peer_port", "mountpoint", "client_id", "username")
 _MESSAGE = ("username", "mountpoint", "client_id", "qos", "topic", "payload", "retain")
@@ -56,23 +57,6 @@ FIELDS: dict[str, tuple[str, ...]] = {
 
 #: Every hook a webhook can be registered for (spec 3.1).
 WEBHOOK_HOOKS: frozenset[str] = frozenset(FIELDS)
-
-#: Hooks answered with a decision (VerneMQ all_till_ok); the others are notifications.
-CHAIN_HOOKS: frozenset[str] = frozenset(
-    {
-        "auth_on_register",
-        "auth_on_register_m5",
-        "on_auth_m5",
-        "auth_on_publish",
-        "auth_on_publish_m5",
-        "auth_on_subscribe",
-        "auth_on_subscribe_m5",
-        "on_unsubscribe",
-        "on_unsubscribe_m5",
-        "on_deliver",
-        "on_deliver_m5",
-    }
-)
 
 #: Hooks whose arguments include a message topic (a webhook ``topic_filter`` applies).
 TOPIC_HOOKS: frozenset[str] = frozenset(

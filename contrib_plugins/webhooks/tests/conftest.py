@@ -189,3 +189,36 @@ def broker(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Any]]:
             yield running
 
     return run
+
+
+class HookArgs:
+    """Typical hook arguments (fresh dicts per test): a CONNECT and a PUBLISH of client c1."""
+
+    def __init__(self) -> None:
+        self.register: dict[str, Any] = {
+            "peer_addr": "127.0.0.1",
+            "peer_port": 5000,
+            "mountpoint": "",
+            "client_id": "c1",
+            "username": "u",
+            "password": b"p",
+            "clean_session": True,
+            "listener_addr": None,
+            "listener_port": None,
+            "listener_type": None,
+            "client_cert": None,
+        }
+        self.message: dict[str, Any] = {
+            "username": "u",
+            "mountpoint": "",
+            "client_id": "c1",
+            "qos": 1,
+            "topic": "a/b",
+            "payload": b"x",
+            "retain": False,
+        }
+
+
+@pytest.fixture
+def args() -> HookArgs:
+    return HookArgs()

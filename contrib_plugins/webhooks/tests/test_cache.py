@@ -18,29 +18,6 @@ from plugin_host.testing.http_server import Request, Response, open_http_server
 from plugin_host_webhooks import plugin
 from plugin_host_webhooks.cache import max_age
 
-MESSAGE = {
-    "username": "u",
-    "mountpoint": "",
-    "client_id": "c1",
-    "qos": 1,
-    "topic": "a/b",
-    "payload": b"x",
-    "retain": False,
-}
-REGISTER = {
-    "peer_addr": "127.0.0.1",
-    "peer_port": 5000,
-    "mountpoint": "",
-    "client_id": "c1",
-    "username": "u",
-    "password": b"p",
-    "clean_session": True,
-    "listener_addr": None,
-    "listener_port": None,
-    "listener_type": None,
-    "client_cert": None,
-}
-
 
 class Answer:
     """A handler whose answer and Cache-Control header the test changes as it goes."""
@@ -75,25 +52,25 @@ def test_max_age_parsing(header: str | None, seconds: int | None) -> None:
 
 
 async def test_ok_results_are_cached_for_max_age_seconds(
-    webhooks: Any, mock_clock: trio.testing.MockClock
+    webhooks: Any, mock_clock: trio.testing.MockClock, args: Any
 ) -> None:
     async with open_http_server(Answer()) as server, webhooks() as runtime:
         await runtime.register("auth_on_publish", server.url("/"))
-        assert await plugin.auth_on_publish(**MESSAGE) is True
+        assert await plugin.auth_on_publish(**args.message) is True
         mock_clock.jump(9.9)
-        assert await plugin.auth_on_publish(**MESSAGE) is True
+        assert await plugin.auth_on_publish(**args.message) is True
         assert len(server.requests) == 1
         mock_clock.jump(0.1)  # exactly 10 s after the response: expired
-        assert await plugin.auth_on_publish(**MESSAGE) is True
+        assert await plugin.auth_on_publish(**args.message) is True
         assert len(server.requests) == 2
 
 
-async def test_cache_key_ignores_payload_and_peer_port_only(webhooks: Any) -> None:
+async def test_cache_key_ignores_payload_and_peer_port_only(webhooks: Any, args: Any) -> None:
     async with open_http_server(Answer()) as server, webhooks() as runtime:
         await runtime.register("auth_on_publish", server.url("/pub"))
         await runtime.register("auth_on_register", server.url("/reg"))
-        await plugin.auth_on_publish(**MESSAGE)
-        await plugin.auth_on_publish(**{**MESSAGE, "payload": b"other payload"})
+        await plugin.auth_on_publish(**args.message)
+        await plugin.auth_on_publish(**{**args.message, "payload": b"other payload"})
         assert len(server.requests) == 1
         for change in (
             {"topic": "a/c"},
@@ -103,14 +80,14 @@ async def test_cache_key_ignores_payload_and_peer_port_only(webhooks: Any) -> No
             {"username": "v"},
             {"mountpoint": "m"},
         ):
-            await plugin.auth_on_publish(**{**MESSAGE, **change})
+            await plugin.auth_on_publish(**{**args.message, **change})
         assert len(server.requests) == 7
 
-        await plugin.auth_on_register(**REGISTER)
-        await plugin.auth_on_register(**{**REGISTER, "peer_port": 6000})
+        await plugin.auth_on_register(**args.register)
+        await plugin.auth_on_register(**{**args.register, "peer_port": 6000})
         assert len(server.requests) == 8
         for change in ({"peer_addr": "10.0.0.1"}, {"password": b"other"}, {"clean_session": False}):
-            await plugin.auth_on_register(**{**REGISTER, **change})
+            await plugin.auth_on_register(**{**args.register, **change})
         assert len(server.requests) == 11
 
 
@@ -118,13 +95,13 @@ async def test_cache_key_ignores_payload_and_peer_port_only(webhooks: Any) -> No
     "cache_control", ["no-store, max-age=60", "max-age=60, no-cache", "max-age=0", None]
 )
 async def test_responses_that_forbid_caching_are_not_cached(
-    webhooks: Any, cache_control: str | None
+    webhooks: Any, cache_control: str | None, args: Any
 ) -> None:
     answer = Answer(cache_control=cache_control)
     async with open_http_server(answer) as server, webhooks() as runtime:
         await runtime.register("auth_on_publish", server.url("/"))
         for _ in range(3):
-            assert await plugin.auth_on_publish(**MESSAGE) is True
+            assert await plugin.auth_on_publish(**args.message) is True
         assert len(server.requests) == 3
         assert len(runtime.cache) == 0
 
@@ -133,21 +110,23 @@ async def test_responses_that_forbid_caching_are_not_cached(
     ("result", "expected"),
     [({"result": "next"}, None), ({"result": {"error": "no"}}, Deny("no"))],
 )
-async def test_only_ok_results_are_cached(webhooks: Any, result: Any, expected: Any) -> None:
+async def test_only_ok_results_are_cached(
+    webhooks: Any, result: Any, expected: Any, args: Any
+) -> None:
     async with open_http_server(Answer(result)) as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/"))
-        assert await plugin.auth_on_register(**REGISTER) == expected
-        assert await plugin.auth_on_register(**REGISTER) == expected
+        assert await plugin.auth_on_register(**args.register) == expected
+        assert await plugin.auth_on_register(**args.register) == expected
         assert len(server.requests) == 2
 
 
-async def test_only_auth_hooks_are_cached(webhooks: Any) -> None:
+async def test_only_auth_hooks_are_cached(webhooks: Any, args: Any) -> None:
     async with open_http_server(Answer()) as server, webhooks() as runtime:
         await runtime.register("on_deliver", server.url("/"))
         await runtime.register("auth_on_subscribe", server.url("/"))
         subscribe = {"username": "u", "mountpoint": "", "client_id": "c", "topics": [("t", 1)]}
         for _ in range(2):
-            await plugin.on_deliver(**MESSAGE)
+            await plugin.on_deliver(**args.message)
             await plugin.auth_on_subscribe(**subscribe)
         assert [r.header("vernemq-hook") for r in server.requests] == [
             "on_deliver",
@@ -156,26 +135,30 @@ async def test_only_auth_hooks_are_cached(webhooks: Any) -> None:
         ]
 
 
-async def test_modifiers_are_cached_without_the_payload(webhooks: Any) -> None:
+async def test_modifiers_are_cached_without_the_payload(webhooks: Any, args: Any) -> None:
     answer = Answer({"result": "ok", "modifiers": {"payload": "bmV3", "qos": 0}})
     async with open_http_server(answer) as server, webhooks() as runtime:
         await runtime.register("auth_on_publish", server.url("/"))
-        assert await plugin.auth_on_publish(**MESSAGE) == {"payload": b"new", "qos": 0}
+        assert await plugin.auth_on_publish(**args.message) == {"payload": b"new", "qos": 0}
         # A payload computed for another message is never replayed.
-        assert await plugin.auth_on_publish(**MESSAGE) == {"qos": 0}
+        assert await plugin.auth_on_publish(**args.message) == {"qos": 0}
         answer.result = {"result": "ok", "modifiers": {"payload": "bmV3"}}
-        assert await plugin.auth_on_publish(**{**MESSAGE, "topic": "t2"}) == {"payload": b"new"}
-        assert await plugin.auth_on_publish(**{**MESSAGE, "topic": "t2"}) is True
+        assert await plugin.auth_on_publish(**{**args.message, "topic": "t2"}) == {
+            "payload": b"new"
+        }
+        assert await plugin.auth_on_publish(**{**args.message, "topic": "t2"}) is True
         assert len(server.requests) == 2
 
 
-async def test_size_bound_evicts_the_least_recently_used(webhooks: Any, conf: Any) -> None:
+async def test_size_bound_evicts_the_least_recently_used(
+    webhooks: Any, conf: Any, args: Any
+) -> None:
     async with open_http_server(Answer()) as server:
         text = conf("vmq_webhooks.cache_max_entries = 2", a=f"auth_on_register {server.url('/')}")
         async with webhooks(text) as runtime:
 
             async def connect(client_id: str) -> None:
-                await plugin.auth_on_register(**{**REGISTER, "client_id": client_id})
+                await plugin.auth_on_register(**{**args.register, "client_id": client_id})
 
             await connect("c1")
             await connect("c2")
@@ -190,7 +173,10 @@ async def test_size_bound_evicts_the_least_recently_used(webhooks: Any, conf: An
 
 
 async def test_sweeper_removes_expired_entries_in_the_background(
-    webhooks: Any, conf: Any, mock_clock: trio.testing.MockClock
+    webhooks: Any,
+    conf: Any,
+    mock_clock: trio.testing.MockClock,
+    args: Any,
 ) -> None:
     answer = Answer(cache_control="max-age=5")
     async with open_http_server(answer) as server:
@@ -198,9 +184,9 @@ async def test_sweeper_removes_expired_entries_in_the_background(
             "vmq_webhooks.cache_sweep_interval = 1", a=f"auth_on_register {server.url('/')}"
         )
         async with webhooks(text) as runtime:
-            await plugin.auth_on_register(**REGISTER)
+            await plugin.auth_on_register(**args.register)
             answer.cache_control = "max-age=60"
-            await plugin.auth_on_register(**{**REGISTER, "client_id": "long-lived"})
+            await plugin.auth_on_register(**{**args.register, "client_id": "long-lived"})
             assert len(runtime.cache) == 2
             mock_clock.jump(5.5)
             await trio.testing.wait_all_tasks_blocked()
@@ -209,14 +195,14 @@ async def test_sweeper_removes_expired_entries_in_the_background(
             assert runtime.cache_show()[0]["entries"] == 1
 
 
-async def test_cache_show_reset_and_clear(webhooks: Any) -> None:
+async def test_cache_show_reset_and_clear(webhooks: Any, args: Any) -> None:
     async with open_http_server(Answer()) as server, webhooks() as runtime:
         url = server.url("/")
         await runtime.register("auth_on_register", url)
         await runtime.register("auth_on_publish", url)
         for _ in range(3):
-            await plugin.auth_on_register(**REGISTER)
-        await plugin.auth_on_publish(**MESSAGE)
+            await plugin.auth_on_register(**args.register)
+        await plugin.auth_on_publish(**args.message)
         assert runtime.cache_show(reset=True) == [
             {"endpoint": url, "hook": "auth_on_publish", "hits": 0, "misses": 1, "entries": 1},
             {"endpoint": url, "hook": "auth_on_register", "hits": 2, "misses": 1, "entries": 1},
@@ -227,12 +213,12 @@ async def test_cache_show_reset_and_clear(webhooks: Any) -> None:
         ]
         runtime.cache_clear()
         assert len(runtime.cache) == 0
-        await plugin.auth_on_register(**REGISTER)
+        await plugin.auth_on_register(**args.register)
         assert len(server.requests) == 3
         # Deregistering forgets that endpoint's entries and counters.
         assert [row["hook"] for row in runtime.cache_show()] == ["auth_on_register"]
         await runtime.deregister("auth_on_register", url)
         assert runtime.cache_show() == []
         await runtime.register("auth_on_register", url)
-        await plugin.auth_on_register(**REGISTER)
+        await plugin.auth_on_register(**args.register)
         assert len(server.requests) == 4

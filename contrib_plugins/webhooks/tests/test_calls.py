@@ -16,29 +16,6 @@ from plugin_host.testing.http_server import Request, Response, open_http_server
 from plugin_host_webhooks import plugin
 from plugin_host_webhooks.runtime import WebhookError
 
-REGISTER = {
-    "peer_addr": "127.0.0.1",
-    "peer_port": 5000,
-    "mountpoint": "",
-    "client_id": "c1",
-    "username": "u",
-    "password": b"p",
-    "clean_session": True,
-    "listener_addr": None,
-    "listener_port": None,
-    "listener_type": None,
-    "client_cert": None,
-}
-MESSAGE = {
-    "username": "u",
-    "mountpoint": "",
-    "client_id": "c1",
-    "qos": 0,
-    "topic": "a/b",
-    "payload": b"x",
-    "retain": False,
-}
-
 
 def answers(**by_path: Any) -> Any:
     """A handler answering each path with its JSON (a dict) or Response."""
@@ -57,7 +34,7 @@ def free_port() -> int:
 
 
 async def test_webhooks_are_called_in_name_order_and_next_moves_on(
-    webhooks: Any, conf: Any
+    webhooks: Any, conf: Any, args: Any
 ) -> None:
     handler = answers(a={"result": "next"}, b={"result": "next"}, c={"result": "ok"}, d={})
     async with open_http_server(handler) as server:
@@ -70,39 +47,41 @@ async def test_webhooks_are_called_in_name_order_and_next_moves_on(
         )
         async with webhooks(text) as runtime:
             assert [row["name"] for row in runtime.show()] == ["a", "b", "c", "d"]
-            assert await plugin.auth_on_register(**REGISTER) is True
+            assert await plugin.auth_on_register(**args.register) is True
         assert [r.path for r in server.requests] == ["/a", "/b", "/c"]
 
 
-async def test_all_next_is_next(webhooks: Any, conf: Any) -> None:
+async def test_all_next_is_next(webhooks: Any, conf: Any, args: Any) -> None:
     async with open_http_server(answers(a={"result": "next"})) as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/a"))
-        assert await plugin.auth_on_register(**REGISTER) is None
+        assert await plugin.auth_on_register(**args.register) is None
 
 
-async def test_an_error_stops_the_chain(webhooks: Any, conf: Any) -> None:
+async def test_an_error_stops_the_chain(webhooks: Any, conf: Any, args: Any) -> None:
     handler = answers(a={"result": {"error": "banned"}}, b={"result": "ok"})
     async with open_http_server(handler) as server:
         text = conf(
             a=f"auth_on_publish {server.url('/a')}", b=f"auth_on_publish {server.url('/b')}"
         )
         async with webhooks(text) as runtime:
-            assert await plugin.auth_on_publish(**MESSAGE) == Deny("banned")
+            assert await plugin.auth_on_publish(**args.message) == Deny("banned")
             assert runtime.counters["auth_on_publish"].errors == 1
         assert [r.path for r in server.requests] == ["/a"]
 
 
-async def test_runtime_registrations_come_after_configured_ones(webhooks: Any, conf: Any) -> None:
+async def test_runtime_registrations_come_after_configured_ones(
+    webhooks: Any, conf: Any, args: Any
+) -> None:
     handler = answers(z={"result": "next"}, a={"result": "ok"})
     async with open_http_server(handler) as server:
         async with webhooks(conf(z=f"auth_on_register {server.url('/z')}")) as runtime:
             await runtime.register("auth_on_register", server.url("/a"))
-            assert await plugin.auth_on_register(**REGISTER) is True
+            assert await plugin.auth_on_register(**args.register) is True
         assert [r.path for r in server.requests] == ["/z", "/a"]
 
 
 async def test_notifications_reach_every_endpoint_and_failures_are_counted(
-    webhooks: Any, conf: Any
+    webhooks: Any, conf: Any, args: Any
 ) -> None:
     handler = answers(a=Response(status=503), b={}, c=Response(body=b"not json"))
     async with open_http_server(handler) as server:
@@ -113,7 +92,7 @@ async def test_notifications_reach_every_endpoint_and_failures_are_counted(
         )
         async with webhooks(text) as runtime:
             with structlog.testing.capture_logs() as logs:
-                assert await plugin.on_publish(**MESSAGE) is None
+                assert await plugin.on_publish(**args.message) is None
             counters = runtime.counters["on_publish"]
             assert (counters.requests, counters.errors) == (3, 2)
             failed = [e for e in logs if e["event"] == "webhook_failed"]
@@ -125,7 +104,7 @@ async def test_notifications_reach_every_endpoint_and_failures_are_counted(
         assert [r.path for r in server.requests] == ["/a", "/b", "/c"]
 
 
-async def test_timeout_denies_and_is_counted(webhooks: Any, conf: Any) -> None:
+async def test_timeout_denies_and_is_counted(webhooks: Any, conf: Any, args: Any) -> None:
     release = trio.Event()
 
     async def slow(request: Request) -> Response:
@@ -139,7 +118,7 @@ async def test_timeout_denies_and_is_counted(webhooks: Any, conf: Any) -> None:
         async with webhooks(text) as runtime:
             with structlog.testing.capture_logs() as logs:
                 start = trio.current_time()
-                assert await plugin.auth_on_register(**REGISTER) == Deny("timeout")
+                assert await plugin.auth_on_register(**args.register) == Deny("timeout")
                 assert 0.1 <= trio.current_time() - start < 3
             [line] = [e for e in logs if e["event"] == "webhook_failed"]
             assert line["kind"] == "timeout"
@@ -150,29 +129,35 @@ async def test_timeout_denies_and_is_counted(webhooks: Any, conf: Any) -> None:
             release.set()
 
 
-async def test_unreachable_endpoint_denies_with_the_reason(webhooks: Any, conf: Any) -> None:
+async def test_unreachable_endpoint_denies_with_the_reason(
+    webhooks: Any, conf: Any, args: Any
+) -> None:
     url = f"http://127.0.0.1:{free_port()}/auth"
     async with webhooks(conf(a=f"auth_on_register {url}")):
         with structlog.testing.capture_logs() as logs:
-            assert await plugin.auth_on_register(**REGISTER) == Deny("connection_failed")
+            assert await plugin.auth_on_register(**args.register) == Deny("connection_failed")
     [line] = [e for e in logs if e["event"] == "webhook_failed"]
     assert line["endpoint"] == url
     assert line["kind"] == "connect"
     assert "Connection refused" in line["reason"]
 
 
-async def test_failure_log_lines_are_rate_limited_per_endpoint(webhooks: Any, conf: Any) -> None:
+async def test_failure_log_lines_are_rate_limited_per_endpoint(
+    webhooks: Any, conf: Any, args: Any
+) -> None:
     url = f"http://127.0.0.1:{free_port()}/auth"
     async with webhooks(conf(a=f"auth_on_publish {url}")) as runtime:
         with structlog.testing.capture_logs() as logs:
             for _ in range(5):
-                assert await plugin.auth_on_publish(**MESSAGE) == Deny("connection_failed")
+                assert await plugin.auth_on_publish(**args.message) == Deny("connection_failed")
         assert runtime.counters["auth_on_publish"].errors == 5
     # One line for the burst; the rest are counted and reported with the next line.
     assert len([e for e in logs if e["event"] == "webhook_failed"]) == 1
 
 
-async def test_cancelled_auth_call_propagates_and_is_counted(webhooks: Any, conf: Any) -> None:
+async def test_cancelled_auth_call_propagates_and_is_counted(
+    webhooks: Any, conf: Any, args: Any
+) -> None:
     arrived = trio.Event()
 
     async def slow(request: Request) -> Response:
@@ -185,7 +170,7 @@ async def test_cancelled_auth_call_propagates_and_is_counted(webhooks: Any, conf
         # What the broker does when the client's socket closes during authentication.
         with trio.CancelScope() as client_scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: plugin.auth_on_register(**REGISTER))
+                nursery.start_soon(lambda: plugin.auth_on_register(**args.register))
                 with trio.fail_after(5):
                     await arrived.wait()
                 client_scope.cancel()
@@ -196,10 +181,12 @@ async def test_cancelled_auth_call_propagates_and_is_counted(webhooks: Any, conf
         assert (counters.requests, counters.cancelled, counters.errors) == (1, 1, 0)
         # The pool is intact: the abandoned connection was closed, a new one serves.
         server.handler = answers(a={"result": "ok"})
-        assert await plugin.auth_on_register(**REGISTER) is True
+        assert await plugin.auth_on_register(**args.register) is True
 
 
-async def test_topic_filter_limits_calls_to_matching_topics(webhooks: Any, conf: Any) -> None:
+async def test_topic_filter_limits_calls_to_matching_topics(
+    webhooks: Any, conf: Any, args: Any
+) -> None:
     handler = answers(f={"result": {"error": "filtered"}}, all={"result": "ok"})
     async with open_http_server(handler) as server:
         text = conf(
@@ -210,7 +197,7 @@ async def test_topic_filter_limits_calls_to_matching_topics(webhooks: Any, conf:
             n=f"on_publish {server.url('/all')}",
         )
         async with webhooks(text):
-            msg = {**MESSAGE, "topic": "sensors/kitchen/temp"}
+            msg = {**args.message, "topic": "sensors/kitchen/temp"}
             assert await plugin.auth_on_publish(**msg) == Deny("filtered")
             assert await plugin.auth_on_publish(**{**msg, "topic": "sensors/kitchen"}) is True
             await plugin.on_publish(**{**msg, "topic": "logs"})
@@ -224,7 +211,9 @@ async def test_topic_filter_limits_calls_to_matching_topics(webhooks: Any, conf:
         ]
 
 
-async def test_active_hooks_follow_registrations(webhooks: Any, conf: Any, host: Any) -> None:
+async def test_active_hooks_follow_registrations(
+    webhooks: Any, conf: Any, host: Any, args: Any
+) -> None:
     async with open_http_server() as server:
         url = server.url("/")
         async with webhooks(conf(a=f"auth_on_register {url}")) as runtime:
@@ -241,7 +230,7 @@ async def test_active_hooks_follow_registrations(webhooks: Any, conf: Any, host:
             assert host.hooks_changed_calls == 2
         # Outside the lifespan the plugin answers nothing.
         assert plugin.plugin_host_active_hooks() == frozenset()
-        assert await plugin.auth_on_register(**REGISTER) is None
+        assert await plugin.auth_on_register(**args.register) is None
         with pytest.raises(RuntimeError, match="not running"):
             plugin.runtime()
 
@@ -284,26 +273,26 @@ async def test_management_api(webhooks: Any) -> None:
         assert runtime.show() == []
 
 
-async def test_one_keep_alive_pool_per_endpoint(webhooks: Any, conf: Any) -> None:
+async def test_one_keep_alive_pool_per_endpoint(webhooks: Any, conf: Any, args: Any) -> None:
     async with open_http_server() as server:
         url = server.url("/shared")
         text = conf(a=f"auth_on_publish {url}", b=f"on_publish {url}")
         async with webhooks(text) as runtime:
             for _ in range(20):
-                assert await plugin.auth_on_publish(**MESSAGE) is True
-                await plugin.on_publish(**MESSAGE)
+                assert await plugin.auth_on_publish(**args.message) is True
+                await plugin.on_publish(**args.message)
             assert len(server.requests) == 40
             assert server.connections_opened == 1
             # Deregistering one user of the endpoint keeps its pool open for the other.
             await runtime.deregister("on_publish", url)
-            assert await plugin.auth_on_publish(**MESSAGE) is True
+            assert await plugin.auth_on_publish(**args.message) is True
             assert server.connections_opened == 1
             await runtime.deregister("auth_on_publish", url)
             with trio.fail_after(5):
                 await server.wait_until(lambda: server.connections_open == 0)
 
 
-async def test_pool_is_bounded_by_pool_max_connections(webhooks: Any, conf: Any) -> None:
+async def test_pool_is_bounded_by_pool_max_connections(webhooks: Any, conf: Any, args: Any) -> None:
     gate = trio.Event()
 
     async def handler(request: Request) -> Response:
@@ -316,7 +305,7 @@ async def test_pool_is_bounded_by_pool_max_connections(webhooks: Any, conf: Any)
             results: list[Any] = []
 
             async def publish() -> None:
-                results.append(await plugin.auth_on_publish(**MESSAGE))
+                results.append(await plugin.auth_on_publish(**args.message))
 
             with trio.fail_after(10):
                 async with trio.open_nursery() as nursery:
@@ -331,12 +320,12 @@ async def test_pool_is_bounded_by_pool_max_connections(webhooks: Any, conf: Any)
 
 
 async def test_pool_survives_a_server_that_closes_idle_connections(
-    webhooks: Any, conf: Any
+    webhooks: Any, conf: Any, args: Any
 ) -> None:
     async with open_http_server(idle_timeout=0.05) as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/"))
         for _ in range(3):
-            assert await plugin.auth_on_register(**REGISTER) is True
+            assert await plugin.auth_on_register(**args.register) is True
             closed = server.connections_closed + 1
             with trio.fail_after(5):
                 await server.wait_until(lambda: server.connections_closed >= closed)  # noqa: B023
@@ -345,13 +334,13 @@ async def test_pool_survives_a_server_that_closes_idle_connections(
 
 
 async def test_close_crossing_a_request_is_repeated_on_a_fresh_connection(
-    webhooks: Any, conf: Any
+    webhooks: Any, conf: Any, args: Any
 ) -> None:
     async with open_http_server() as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/"))
-        assert await plugin.auth_on_register(**REGISTER) is True
+        assert await plugin.auth_on_register(**args.register) is True
         server.drop_reused = 1
-        assert await plugin.auth_on_register(**REGISTER) is True
+        assert await plugin.auth_on_register(**args.register) is True
         assert len(server.dropped) == 1
         assert server.connections_opened == 2
         assert runtime.counters["auth_on_register"].errors == 0

@@ -19,38 +19,27 @@ from plugin_host.testing.http_server import (
 )
 from plugin_host_webhooks import plugin
 
-REGISTER = {
-    "peer_addr": "127.0.0.1",
-    "peer_port": 5000,
-    "mountpoint": "",
-    "client_id": "c1",
-    "username": "u",
-    "password": b"p",
-    "clean_session": True,
-    "listener_addr": None,
-    "listener_port": None,
-    "listener_type": None,
-    "client_cert": None,
-}
-
 
 def failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [entry for entry in logs if entry["event"] == "webhook_failed"]
 
 
-async def test_private_ca_via_cafile(webhooks: Any, conf: Any, tls_files: Any) -> None:
+async def test_private_ca_via_cafile(webhooks: Any, conf: Any, tls_files: Any, args: Any) -> None:
     async with open_http_server(tls=server_tls_context(tls_files.ca)) as server:
         text = conf(
             f"vmq_webhooks.cafile = {tls_files.cafile}", a=f"auth_on_register {server.url('/')}"
         )
         async with webhooks(text):
             for _ in range(3):
-                assert await plugin.auth_on_register(**REGISTER) is True
+                assert await plugin.auth_on_register(**args.register) is True
         assert server.connections_opened == 1  # one TLS handshake, then keep-alive
 
 
 async def test_mutual_tls_with_a_password_protected_key(
-    webhooks: Any, conf: Any, tls_files: Any
+    webhooks: Any,
+    conf: Any,
+    tls_files: Any,
+    args: Any,
 ) -> None:
     tls = server_tls_context(tls_files.ca, require_client_cert=True)
     async with open_http_server(tls=tls) as server:
@@ -62,12 +51,14 @@ async def test_mutual_tls_with_a_password_protected_key(
             a=f"auth_on_register {server.url('/')}",
         )
         async with webhooks(text):
-            assert await plugin.auth_on_register(**REGISTER) is True
+            assert await plugin.auth_on_register(**args.register) is True
         subject = dict(pair[0] for pair in server.requests[0].client_cert["subject"])
         assert subject["commonName"] == "webhooks-client"
 
 
-async def test_mutual_tls_with_a_plain_key(webhooks: Any, conf: Any, tls_files: Any) -> None:
+async def test_mutual_tls_with_a_plain_key(
+    webhooks: Any, conf: Any, tls_files: Any, args: Any
+) -> None:
     tls = server_tls_context(tls_files.ca, require_client_cert=True)
     async with open_http_server(tls=tls) as server:
         text = conf(
@@ -77,11 +68,14 @@ async def test_mutual_tls_with_a_plain_key(webhooks: Any, conf: Any, tls_files: 
             a=f"auth_on_register {server.url('/')}",
         )
         async with webhooks(text):
-            assert await plugin.auth_on_register(**REGISTER) is True
+            assert await plugin.auth_on_register(**args.register) is True
 
 
 async def test_server_requiring_a_client_certificate_fails_closed(
-    webhooks: Any, conf: Any, tls_files: Any
+    webhooks: Any,
+    conf: Any,
+    tls_files: Any,
+    args: Any,
 ) -> None:
     tls = server_tls_context(tls_files.ca, require_client_cert=True)
     async with open_http_server(tls=tls) as server:
@@ -90,28 +84,34 @@ async def test_server_requiring_a_client_certificate_fails_closed(
         )
         async with webhooks(text):
             with structlog.testing.capture_logs() as logs:
-                assert await plugin.auth_on_register(**REGISTER) == Deny("tls_error")
+                assert await plugin.auth_on_register(**args.register) == Deny("tls_error")
         [line] = failures(logs)
         assert line["kind"] == "tls"
         assert "certificate required" in line["reason"]
 
 
-async def test_verify_peer_off_accepts_a_self_signed_server(webhooks: Any, conf: Any) -> None:
+async def test_verify_peer_off_accepts_a_self_signed_server(
+    webhooks: Any, conf: Any, args: Any
+) -> None:
     async with open_http_server(tls=self_signed_tls_context()) as server:
         url = server.url("/")
         async with webhooks(conf(a=f"auth_on_register {url}")):
             with structlog.testing.capture_logs() as logs:
-                assert await plugin.auth_on_register(**REGISTER) == Deny("tls_error")
+                assert await plugin.auth_on_register(**args.register) == Deny("tls_error")
             assert failures(logs)[0]["reason"].startswith(
                 "certificate verify failed: self-signed certificate"
             )
         text = conf("vmq_webhooks.verify_peer = off", a=f"auth_on_register {url}")
         async with webhooks(text):
-            assert await plugin.auth_on_register(**REGISTER) is True
+            assert await plugin.auth_on_register(**args.register) is True
 
 
 async def test_wrong_ca_fails_closed_with_a_clear_log_line(
-    webhooks: Any, conf: Any, tls_files: Any, tmp_path: Path
+    webhooks: Any,
+    conf: Any,
+    tls_files: Any,
+    tmp_path: Path,
+    args: Any,
 ) -> None:
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
@@ -119,7 +119,7 @@ async def test_wrong_ca_fails_closed_with_a_clear_log_line(
         text = conf(f"vmq_webhooks.cafile = {other_ca}", a=f"auth_on_register {server.url('/a')}")
         async with webhooks(text) as runtime:
             with structlog.testing.capture_logs() as logs:
-                assert await plugin.auth_on_register(**REGISTER) == Deny("tls_error")
+                assert await plugin.auth_on_register(**args.register) == Deny("tls_error")
             assert runtime.counters["auth_on_register"].errors == 1
         assert server.requests == []
     [line] = failures(logs)
@@ -132,7 +132,11 @@ async def test_wrong_ca_fails_closed_with_a_clear_log_line(
 
 
 async def test_per_webhook_tls_overrides_the_global_settings(
-    webhooks: Any, conf: Any, tls_files: Any, tmp_path: Path
+    webhooks: Any,
+    conf: Any,
+    tls_files: Any,
+    tmp_path: Path,
+    args: Any,
 ) -> None:
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
@@ -149,9 +153,9 @@ async def test_per_webhook_tls_overrides_the_global_settings(
             plain=f"auth_on_publish {server.url('/plain')}",
         )
         async with webhooks(text):
-            assert await plugin.auth_on_register(**REGISTER) is True
+            assert await plugin.auth_on_register(**args.register) is True
             with structlog.testing.capture_logs() as logs:
-                message = {k: REGISTER[k] for k in ("username", "mountpoint", "client_id")}
+                message = {k: args.register[k] for k in ("username", "mountpoint", "client_id")}
                 result = await plugin.auth_on_publish(
                     **message, qos=0, topic="t", payload=b"", retain=False
                 )
@@ -162,7 +166,10 @@ async def test_per_webhook_tls_overrides_the_global_settings(
 
 
 async def test_server_name_for_sni_and_hostname_check(
-    webhooks: Any, conf: Any, tls_files: Any
+    webhooks: Any,
+    conf: Any,
+    tls_files: Any,
+    args: Any,
 ) -> None:
     tls = server_tls_context(tls_files.ca, "auth.internal.test")
     async with open_http_server(tls=tls) as server:
@@ -174,7 +181,7 @@ async def test_server_name_for_sni_and_hostname_check(
         )
         async with webhooks(text):
             with structlog.testing.capture_logs() as logs:
-                assert await plugin.auth_on_register(**REGISTER) == Deny("tls_error")
+                assert await plugin.auth_on_register(**args.register) == Deny("tls_error")
             assert "IP address mismatch" in failures(logs)[0]["reason"]
             result = await plugin.auth_on_publish(
                 username="u",
