@@ -143,16 +143,19 @@ async def test_unreachable_endpoint_denies_with_the_reason(
 
 
 async def test_failure_log_lines_are_rate_limited_per_endpoint(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, mock_clock: trio.testing.MockClock
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/auth"
     async with webhooks(conf(a=f"auth_on_publish {url}")) as runtime:
         with structlog.testing.capture_logs() as logs:
             for _ in range(5):
                 assert await plugin.auth_on_publish(**args.message) == Deny("connection_failed")
-        assert runtime.counters["auth_on_publish"].errors == 5
-    # One line for the burst; the rest are counted and reported with the next line.
-    assert len([e for e in logs if e["event"] == "webhook_failed"]) == 1
+            mock_clock.jump(1.0)
+            assert await plugin.auth_on_publish(**args.message) == Deny("connection_failed")
+        assert runtime.counters["auth_on_publish"].errors == 6
+    # One line per second: the failures in between are counted in the next line.
+    lines = [e for e in logs if e["event"] == "webhook_failed"]
+    assert [line["suppressed"] for line in lines] == [0, 4]
 
 
 async def test_cancelled_auth_call_propagates_and_is_counted(
