@@ -740,7 +740,8 @@ def _read_conf(text: str, file: str) -> list[_Entry]:
 
 def _conf_value(text: str) -> str:
     """The value part of a ``.conf`` line: quoted ("..." with \\ escapes, or '...') or bare up to
-    a ``#`` comment (as in VerneMQ, ``#`` always starts a comment in a bare value)."""
+    a ``#`` comment. In a bare value ``#`` starts a comment only after whitespace, so MQTT
+    filters such as ``a/#`` need no quotes."""
     if text[:1] in ("'", '"'):
         quote = text[0]
         out: list[str] = []
@@ -759,7 +760,10 @@ def _conf_value(text: str) -> str:
         if rest and not rest.startswith("#"):
             raise ValueError(f"unexpected text after the quoted value: {rest!r}")
         return "".join(out)
-    return text.split("#", 1)[0].rstrip()
+    return _TRAILING_COMMENT.split(text, maxsplit=1)[0].rstrip()
+
+
+_TRAILING_COMMENT = re.compile(r"\s#")
 
 
 class _TomlLines:

@@ -330,3 +330,21 @@ def test_ignored_lists_are_documented() -> None:
         assert f"`{shown}`" in docs, pattern
     for option in IGNORED_LISTENER_OPTIONS:
         assert f"`{option}`" in docs, option
+
+
+def test_conf_hash_inside_a_bare_value_is_not_a_comment(tmp_path) -> None:
+    """`a/#` in a topic filter needs no quotes; ` # text` after whitespace is still a comment."""
+    from plugin_host.config import load_config
+
+    conf = tmp_path / "vernemq.conf"
+    conf.write_text(
+        "listener.tcp.default = 127.0.0.1:0\n"
+        "plugins.vmq_webhooks = on\n"
+        "vmq_webhooks.w1.hook = on_publish\n"
+        "vmq_webhooks.w1.endpoint = http://127.0.0.1:9/hook  # the hook service\n"
+        "vmq_webhooks.w1.topic_filter = sensors/#\n"
+    )
+    config = load_config(conf)
+    section = config.section("webhooks")
+    assert section.get("w1.topic_filter") == "sensors/#"
+    assert section.get("w1.endpoint") == "http://127.0.0.1:9/hook"
