@@ -22,6 +22,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import structlog
@@ -36,7 +37,7 @@ from plugin_host_diversity.convert import ConversionError
 from plugin_host_diversity.kv import KVStore
 from plugin_host_diversity.lua_http import LuaHTTP
 from plugin_host_diversity.obf import Obfuscator
-from plugin_host_diversity.runtime import ScriptError
+from plugin_host_diversity.runtime import Deferred, Later, ScriptError, Then
 from plugin_host_diversity.scripts import Script, ScriptLoadError, ScriptSet, load_script
 from plugin_host_diversity.services import PluginServices
 
@@ -46,6 +47,12 @@ _SCRIPT_ERROR = Deny("lua_script_error")
 _CACHE_DENY = Deny("not_authorized")
 _EMPTY = ScriptSet()
 _CACHE_DROP_HOOKS = ("on_client_offline", "on_client_gone", "on_session_expired")
+
+
+def _merged(hook: str, outcome: Any, properties: dict[str, Any]) -> Any:
+    if isinstance(outcome, Later):
+        return Then(outcome, partial(translate.merge_properties, hook, current=properties))
+    return translate.merge_properties(hook, outcome, properties)
 
 
 class _Running:
@@ -148,16 +155,26 @@ class DiversityPlugin:
                     ) from None
             self._set_scripts(ScriptSet(scripts), notify=False)
             log.info("diversity_started", scripts=[s.name for s in scripts])
-            async with trio.open_nursery() as nursery:
-                if (
-                    config.reload_on_sighup
-                    and threading.current_thread() is threading.main_thread()
-                ):
-                    await nursery.start(self._watch_sighup)
-                try:
-                    yield self
-                finally:
-                    nursery.cancel_scope.cancel()
+            body_error: BaseException | None = None
+            try:
+                async with trio.open_nursery() as nursery:
+                    if (
+                        config.reload_on_sighup
+                        and threading.current_thread() is threading.main_thread()
+                    ):
+                        await nursery.start(self._watch_sighup)
+                    try:
+                        yield self
+                    except BaseException as exc:
+                        body_error = exc
+                        raise
+                    finally:
+                        nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The nursery wraps what the lifespan's body raised: hand it back unwrapped.
+                if body_error is not None and list(group.exceptions) == [body_error]:
+                    raise body_error from None
+                raise
         finally:
             self._scripts, self._active = _EMPTY, frozenset()
             self._running, self._cache = None, None
@@ -263,15 +280,34 @@ class DiversityPlugin:
         else:
             log.error("lua_hook_result_invalid", script=script.name, hook=hook, error=str(exc))
 
-    async def _chain(self, hook: str, values: Sequence[Any]) -> Any:
+    # Hook calls are "sync first": when no script waits for I/O (the usual case for publish
+    # and deliver hooks) the hookimpl returns its answer at once, and the host calls it like a
+    # plain function (no coroutine, no cancel scope). When a script waits for I/O the
+    # hookimpl returns a Later, which the host awaits under hook_timeout like an async hook.
+
+    def _chain(self, hook: str, values: Sequence[Any]) -> Any:
         scripts = self._scripts.by_hook.get(hook)
         running = self._running
         if not scripts or running is None:
             return None
         args = translate.lua_arguments(hook, values, running.services.obf.encrypt)
-        for script in scripts:
+        return self._chain_from(running, hook, args, scripts, 0)
+
+    def _chain_from(
+        self,
+        running: _Running,
+        hook: str,
+        args: list[Any],
+        scripts: tuple[Script, ...],
+        index: int,
+    ) -> Any:
+        for position in range(index, len(scripts)):
+            script = scripts[position]
             try:
-                outcome = translate.result(hook, await script.call(hook, args))
+                raw = script.start(hook, args)
+                if isinstance(raw, Later):
+                    return Deferred(self._chain_wait(running, hook, args, scripts, position, raw))
+                outcome = translate.result(hook, raw)
             except (ScriptError, ConversionError) as exc:
                 self._failed(script, hook, exc)
                 if running.on_error == "next":
@@ -281,17 +317,60 @@ class DiversityPlugin:
                 return outcome
         return None
 
-    async def _notify(self, hook: str, values: Sequence[Any]) -> None:
+    async def _chain_wait(
+        self,
+        running: _Running,
+        hook: str,
+        args: list[Any],
+        scripts: tuple[Script, ...],
+        position: int,
+        pending: Later,
+    ) -> Any:
+        try:
+            outcome = translate.result(hook, await pending)
+        except (ScriptError, ConversionError) as exc:
+            self._failed(scripts[position], hook, exc)
+            if running.on_error != "next":
+                return _SCRIPT_ERROR
+            outcome = None
+        if outcome is not None:
+            return outcome
+        rest = self._chain_from(running, hook, args, scripts, position + 1)
+        if isinstance(rest, Later):
+            return await rest
+        return rest
+
+    def _notify(self, hook: str, values: Sequence[Any]) -> Any:
         scripts = self._scripts.by_hook.get(hook)
         running = self._running
         if not scripts or running is None:
-            return
+            return None
         args = translate.lua_arguments(hook, values, running.services.obf.encrypt)
-        for script in scripts:
+        return self._notify_from(hook, args, scripts, 0)
+
+    def _notify_from(
+        self, hook: str, args: list[Any], scripts: tuple[Script, ...], index: int
+    ) -> Any:
+        for position in range(index, len(scripts)):
             try:
-                await script.call(hook, args)
+                raw = scripts[position].start(hook, args)
             except ScriptError as exc:
-                self._failed(script, hook, exc)
+                self._failed(scripts[position], hook, exc)
+                continue
+            if isinstance(raw, Later):
+                return Deferred(self._notify_wait(hook, args, scripts, position, raw))
+        return None
+
+    async def _notify_wait(
+        self, hook: str, args: list[Any], scripts: tuple[Script, ...], position: int, pending: Later
+    ) -> None:
+        try:
+            await pending
+        except ScriptError as exc:
+            self._failed(scripts[position], hook, exc)
+        rest = self._notify_from(hook, args, scripts, position + 1)
+        if isinstance(rest, Later):
+            await rest
 
     # -- the auth cache in front of the scripts (spec 4.4) -----------------------------
 
@@ -387,7 +466,7 @@ class DiversityPlugin:
     # ------------------------------------------------------------------------------------
 
     @hookimpl
-    async def auth_on_register(
+    def auth_on_register(
         self,
         peer_addr: str,
         peer_port: int,
@@ -401,7 +480,7 @@ class DiversityPlugin:
         listener_type: str | None,
         client_cert: bytes | None,
     ) -> Any:
-        return await self._chain(
+        return self._chain(
             "auth_on_register",
             (
                 peer_addr, peer_port, mountpoint, client_id, username, password, clean_session,
@@ -410,7 +489,7 @@ class DiversityPlugin:
         )  # fmt: skip
 
     @hookimpl
-    async def auth_on_register_m5(
+    def auth_on_register_m5(
         self,
         peer_addr: str,
         peer_port: int,
@@ -425,7 +504,7 @@ class DiversityPlugin:
         listener_type: str | None,
         client_cert: bytes | None,
     ) -> Any:
-        return await self._chain(
+        return self._chain(
             "auth_on_register_m5",
             (
                 peer_addr, peer_port, mountpoint, client_id, username, password, clean_start,
@@ -434,19 +513,19 @@ class DiversityPlugin:
         )  # fmt: skip
 
     @hookimpl
-    async def on_auth_m5(
+    def on_auth_m5(
         self, username: str | None, mountpoint: str, client_id: str, properties: dict[str, Any]
     ) -> Any:
-        return await self._chain("on_auth_m5", (username, mountpoint, client_id, properties))
+        return self._chain("on_auth_m5", (username, mountpoint, client_id, properties))
 
     @hookimpl
-    async def on_register(
+    def on_register(
         self, peer_addr: str, peer_port: int, mountpoint: str, client_id: str, username: str | None
-    ) -> None:
-        await self._notify("on_register", (peer_addr, peer_port, mountpoint, client_id, username))
+    ) -> Any:
+        return self._notify("on_register", (peer_addr, peer_port, mountpoint, client_id, username))
 
     @hookimpl
-    async def on_register_m5(
+    def on_register_m5(
         self,
         peer_addr: str,
         peer_port: int,
@@ -454,13 +533,13 @@ class DiversityPlugin:
         client_id: str,
         username: str | None,
         properties: dict[str, Any],
-    ) -> None:
-        await self._notify(
+    ) -> Any:
+        return self._notify(
             "on_register_m5", (peer_addr, peer_port, mountpoint, client_id, username, properties)
         )
 
     @hookimpl
-    async def auth_on_publish(
+    def auth_on_publish(
         self,
         username: str | None,
         mountpoint: str,
@@ -475,12 +554,12 @@ class DiversityPlugin:
         )
         if cached is not None:
             return cached
-        return await self._chain(
+        return self._chain(
             "auth_on_publish", (username, mountpoint, client_id, qos, topic, payload, retain)
         )
 
     @hookimpl
-    async def auth_on_publish_m5(
+    def auth_on_publish_m5(
         self,
         username: str | None,
         mountpoint: str,
@@ -497,13 +576,13 @@ class DiversityPlugin:
         )
         if cached is not None:
             return cached
-        outcome = await self._chain(
+        outcome = self._chain(
             hook, (username, mountpoint, client_id, qos, topic, payload, retain, properties)
         )
-        return translate.merge_properties(hook, outcome, properties)
+        return _merged(hook, outcome, properties)
 
     @hookimpl
-    async def on_publish(
+    def on_publish(
         self,
         username: str | None,
         mountpoint: str,
@@ -512,13 +591,13 @@ class DiversityPlugin:
         topic: str,
         payload: bytes,
         retain: bool,
-    ) -> None:
-        await self._notify(
+    ) -> Any:
+        return self._notify(
             "on_publish", (username, mountpoint, client_id, qos, topic, payload, retain)
         )
 
     @hookimpl
-    async def on_publish_m5(
+    def on_publish_m5(
         self,
         username: str | None,
         mountpoint: str,
@@ -528,23 +607,23 @@ class DiversityPlugin:
         payload: bytes,
         retain: bool,
         properties: dict[str, Any],
-    ) -> None:
-        await self._notify(
+    ) -> Any:
+        return self._notify(
             "on_publish_m5",
             (username, mountpoint, client_id, qos, topic, payload, retain, properties),
         )
 
     @hookimpl
-    async def auth_on_subscribe(
+    def auth_on_subscribe(
         self, username: str | None, mountpoint: str, client_id: str, topics: list[Any]
     ) -> Any:
         cached = self._cached_subscribe("auth_on_subscribe", mountpoint, client_id, topics)
         if cached is not None:
             return cached
-        return await self._chain("auth_on_subscribe", (username, mountpoint, client_id, topics))
+        return self._chain("auth_on_subscribe", (username, mountpoint, client_id, topics))
 
     @hookimpl
-    async def auth_on_subscribe_m5(
+    def auth_on_subscribe_m5(
         self,
         username: str | None,
         mountpoint: str,
@@ -555,38 +634,40 @@ class DiversityPlugin:
         cached = self._cached_subscribe("auth_on_subscribe_m5", mountpoint, client_id, topics)
         if cached is not None:
             return cached
-        return await self._chain(
+        return self._chain(
             "auth_on_subscribe_m5", (username, mountpoint, client_id, topics, properties)
         )
 
     @hookimpl
-    async def on_subscribe(
+    def on_subscribe(
         self, username: str | None, mountpoint: str, client_id: str, topics: list[Any]
-    ) -> None:
-        await self._notify("on_subscribe", (username, mountpoint, client_id, topics))
+    ) -> Any:
+        return self._notify("on_subscribe", (username, mountpoint, client_id, topics))
 
     @hookimpl
-    async def on_subscribe_m5(
+    def on_subscribe_m5(
         self,
         username: str | None,
         mountpoint: str,
         client_id: str,
         topics: list[Any],
         properties: dict[str, Any],
-    ) -> None:
-        await self._notify("on_subscribe_m5", (username, mountpoint, client_id, topics, properties))
+    ) -> Any:
+        return self._notify(
+            "on_subscribe_m5", (username, mountpoint, client_id, topics, properties)
+        )
 
     @hookimpl
-    async def on_unsubscribe(
+    def on_unsubscribe(
         self, username: str | None, mountpoint: str, client_id: str, topics: list[str]
     ) -> Any:
         cached = self._cached_unsubscribe("on_unsubscribe", mountpoint, client_id, topics)
         if cached is not None:
             return cached
-        return await self._chain("on_unsubscribe", (username, mountpoint, client_id, topics))
+        return self._chain("on_unsubscribe", (username, mountpoint, client_id, topics))
 
     @hookimpl
-    async def on_unsubscribe_m5(
+    def on_unsubscribe_m5(
         self,
         username: str | None,
         mountpoint: str,
@@ -597,12 +678,12 @@ class DiversityPlugin:
         cached = self._cached_unsubscribe("on_unsubscribe_m5", mountpoint, client_id, topics)
         if cached is not None:
             return cached
-        return await self._chain(
+        return self._chain(
             "on_unsubscribe_m5", (username, mountpoint, client_id, topics, properties)
         )
 
     @hookimpl
-    async def on_deliver(
+    def on_deliver(
         self,
         username: str | None,
         mountpoint: str,
@@ -612,12 +693,12 @@ class DiversityPlugin:
         payload: bytes,
         retain: bool,
     ) -> Any:
-        return await self._chain(
+        return self._chain(
             "on_deliver", (username, mountpoint, client_id, qos, topic, payload, retain)
         )
 
     @hookimpl
-    async def on_deliver_m5(
+    def on_deliver_m5(
         self,
         username: str | None,
         mountpoint: str,
@@ -629,37 +710,37 @@ class DiversityPlugin:
         properties: dict[str, Any],
     ) -> Any:
         hook = "on_deliver_m5"
-        outcome = await self._chain(
+        outcome = self._chain(
             hook, (username, mountpoint, client_id, qos, topic, payload, retain, properties)
         )
-        return translate.merge_properties(hook, outcome, properties)
+        return _merged(hook, outcome, properties)
 
     @hookimpl
-    async def on_offline_message(
+    def on_offline_message(
         self, mountpoint: str, client_id: str, qos: int, topic: str, payload: bytes, retain: bool
-    ) -> None:
-        await self._notify(
+    ) -> Any:
+        return self._notify(
             "on_offline_message", (mountpoint, client_id, qos, topic, payload, retain)
         )
 
     @hookimpl
-    async def on_client_wakeup(self, mountpoint: str, client_id: str) -> None:
-        await self._notify("on_client_wakeup", (mountpoint, client_id))
+    def on_client_wakeup(self, mountpoint: str, client_id: str) -> Any:
+        return self._notify("on_client_wakeup", (mountpoint, client_id))
 
     @hookimpl
-    async def on_client_offline(self, mountpoint: str, client_id: str) -> None:
+    def on_client_offline(self, mountpoint: str, client_id: str) -> Any:
         self._drop_cache(mountpoint, client_id)
-        await self._notify("on_client_offline", (mountpoint, client_id))
+        return self._notify("on_client_offline", (mountpoint, client_id))
 
     @hookimpl
-    async def on_client_gone(self, mountpoint: str, client_id: str) -> None:
+    def on_client_gone(self, mountpoint: str, client_id: str) -> Any:
         self._drop_cache(mountpoint, client_id)
-        await self._notify("on_client_gone", (mountpoint, client_id))
+        return self._notify("on_client_gone", (mountpoint, client_id))
 
     @hookimpl
-    async def on_session_expired(self, mountpoint: str, client_id: str) -> None:
+    def on_session_expired(self, mountpoint: str, client_id: str) -> Any:
         self._drop_cache(mountpoint, client_id)
-        await self._notify("on_session_expired", (mountpoint, client_id))
+        return self._notify("on_session_expired", (mountpoint, client_id))
 
 
 #: The manager instantiates this for each broker (the entry point names this module).

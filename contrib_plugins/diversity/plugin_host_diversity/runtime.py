@@ -24,17 +24,22 @@ from typing import Any, Protocol
 from lupa.lua54 import LuaError, LuaMemoryError, LuaRuntime
 
 __all__ = [
+    "Deferred",
+    "Later",
     "Limits",
     "LuaState",
     "OpError",
+    "Pending",
     "ScriptError",
     "Services",
+    "Then",
 ]
 
 _PRELUDE = resources.files(__package__).joinpath("lua/prelude.lua").read_bytes()
 
 #: Lua's message when an allocation fails (the state's ``max_memory`` was reached).
 _NO_MEMORY = b"not enough memory"
+_NO_MEMORY_TEXT = "not enough memory (the state's max_memory was reached)"
 _POSITION = re.compile(rb"^(?:\.\.\.)?([^\n:]*):(\d+): ")
 
 
@@ -193,7 +198,14 @@ class LuaState:
             raise ScriptError(
                 message.decode("utf-8", "replace"), kind="syntax", file=file, line=line
             )
-        await self._drive(co, None)
+        began = time.perf_counter()
+        max_time = self.limits.max_time
+        try:
+            result = self._step(co, began + max_time if max_time > 0 else None)
+        except LuaMemoryError:
+            raise ScriptError(_NO_MEMORY_TEXT, kind="memory") from None
+        self.inflight += 1
+        await Pending(self, co, result, time.perf_counter() - began).finish()
         names, num_states, keep_state, hooks_type = self._loaded()
         hook_names = sorted(n.decode("utf-8", "replace") for n in names.values())
         return hook_names, num_states, keep_state, hooks_type.decode()
@@ -207,63 +219,66 @@ class LuaState:
         return self._global(name.encode())
 
     # -- calls --------------------------------------------------------------------------
+    #
+    # A call runs synchronously until it ends or its coroutine asks for an operation (I/O).
+    # Most hook calls never do I/O: they finish inside start() without any await, coroutine
+    # object or cancel scope on the Python side. A call that waits for I/O comes back as a
+    # Pending, which finish() drives to the end in the awaiting task.
 
-    async def call(self, hook: bytes, keyset: int, values: Sequence[Any]) -> Any:
-        """Call the script's hook ``hook`` with the argument table built from ``values``.
+    def start(self, hook: bytes, keyset: int, values: Sequence[Any]) -> Any:
+        """Start a call of the script's hook ``hook`` with the argument table of ``values``.
 
         Returns the hook's first return value (a raw Lua value: ``None``, ``bool``, number,
-        ``bytes`` or a Lua table). Raises :class:`ScriptError` when the call fails.
+        ``bytes`` or a Lua table), or a :class:`Pending` when the call waits for an operation
+        (``await pending.finish()``). Raises :class:`ScriptError` when the call fails.
         """
-        self.inflight += 1
+        began = time.perf_counter()
+        max_time = self.limits.max_time
         try:
-            return await self._drive(None, (hook, keyset, values))
-        finally:
-            self.inflight -= 1
+            call_id, *result = self._call(
+                hook, began + max_time if max_time > 0 else None, keyset, *values
+            )
+        except LuaMemoryError:
+            raise ScriptError(_NO_MEMORY_TEXT, kind="memory") from None
+        except LuaError as exc:  # an error in the driver itself (should not happen)
+            raise ScriptError(f"Lua driver error: {exc}") from None
+        status = result[0]
+        if status == b"done":
+            return result[1]
+        if status == b"error":
+            raise self._error(result)
+        self.inflight += 1
+        return Pending(self, call_id, result, time.perf_counter() - began)
+
+    async def call(self, hook: bytes, keyset: int, values: Sequence[Any]) -> Any:
+        """:meth:`start` and, if the call waits for I/O, :meth:`Pending.finish`."""
+        result = self.start(hook, keyset, values)
+        if result.__class__ is Pending:
+            return await result.finish()
+        return result
 
     async def call_function(self, fn: Any, *args: Any) -> Any:
         """Call a Lua function of this state inside a budgeted coroutine (tests, callbacks)."""
-        self.inflight += 1
-        try:
-            return await self._drive(None, None, fn, args)
-        finally:
-            self.inflight -= 1
-
-    async def _drive(
-        self,
-        call_id: int | None,
-        start: tuple[bytes, int, Sequence[Any]] | None,
-        fn: Any = None,
-        fn_args: tuple[Any, ...] = (),
-    ) -> Any:
-        """Run one call to its end: step the coroutine, perform what it asks for, repeat."""
+        began = time.perf_counter()
         max_time = self.limits.max_time
-        spent = 0.0
-        answer: tuple[Any, ...] = ()
+        try:
+            call_id, *result = self._call_function(
+                fn, began + max_time if max_time > 0 else None, *args
+            )
+        except LuaMemoryError:
+            raise ScriptError(_NO_MEMORY_TEXT, kind="memory") from None
+        self.inflight += 1
+        return await Pending(self, call_id, result, time.perf_counter() - began).finish()
+
+    async def _drive(self, call_id: int, result: Sequence[Any], spent: float) -> Any:
+        """Drive a started call to its end: perform what it asks for, resume it, repeat."""
+        max_time = self.limits.max_time
         waiting: int | None = None  # the call id while its coroutine waits for an operation
         try:
             while True:
-                began = time.perf_counter()
-                deadline = began + (max_time - spent) if max_time > 0 else None
-                waiting = None
-                try:
-                    if call_id is not None:
-                        result = self._step(call_id, deadline, *answer)
-                    elif start is not None:
-                        hook, keyset, values = start
-                        call_id, *result = self._call(hook, deadline, keyset, *values)
-                    else:
-                        call_id, *result = self._call_function(fn, deadline, *fn_args)
-                except LuaMemoryError:
-                    raise ScriptError(
-                        "not enough memory (the state's max_memory was reached)", kind="memory"
-                    ) from None
-                except LuaError as exc:  # an error in the driver itself (should not happen)
-                    raise ScriptError(f"Lua driver error: {exc}") from None
-                finally:
-                    spent += time.perf_counter() - began
                 status = result[0]
                 if status == b"done":
-                    return result[1] if len(result) > 1 else None
+                    return result[1]
                 if status == b"error":
                     raise self._error(result)
                 # b"io": a module function asked for an operation; do it here, in this task.
@@ -273,13 +288,25 @@ class LuaState:
                     answer = (True, *await operation(self, tuple(result[2:])))
                 except OpError as exc:
                     answer = (False, str(exc).encode("utf-8", "replace"))
+                waiting = None
+                began = time.perf_counter()
+                deadline = began + (max_time - spent) if max_time > 0 else None
+                try:
+                    result = self._step(call_id, deadline, *answer)
+                except LuaMemoryError:
+                    raise ScriptError(_NO_MEMORY_TEXT, kind="memory") from None
+                except LuaError as exc:  # an error in the driver itself (should not happen)
+                    raise ScriptError(f"Lua driver error: {exc}") from None
+                finally:
+                    spent += time.perf_counter() - began
         finally:
+            self.inflight -= 1
             if waiting is not None:
                 # Cancelled (or failed) while the coroutine waited for an operation: forget
                 # it. The state stays usable; the coroutine is garbage collected.
                 self._abandon(waiting)
 
-    def _error(self, result: list[Any]) -> ScriptError:
+    def _error(self, result: Sequence[Any]) -> ScriptError:
         message: bytes = result[1]
         tripped = result[2] if len(result) > 2 else False
         trace = result[3] if len(result) > 3 else b""
@@ -288,7 +315,7 @@ class LuaState:
             kind = "budget"
         elif message == _NO_MEMORY:
             kind = "memory"
-            message = b"not enough memory (the state's max_memory was reached)"
+            message = _NO_MEMORY_TEXT.encode()
         else:
             kind = "error"
         return ScriptError(
@@ -298,3 +325,69 @@ class LuaState:
             line=line,
             traceback=trace.decode("utf-8", "replace") if isinstance(trace, bytes) else "",
         )
+
+
+class Later:
+    """An answer that is not there yet: ``await`` it (or its ``finish()``).
+
+    Hook calls answer at once when no script waits for I/O; otherwise they hand back a
+    ``Later``. Test for it with ``isinstance`` (never ``hasattr`` on a Lua result: attribute
+    access on a Lua table reads the table).
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return self.finish().__await__()
+
+    async def finish(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Deferred(Later):
+    """A :class:`Later` for a coroutine (started when awaited)."""
+
+    __slots__ = ("_coroutine",)
+
+    def __init__(self, coroutine: Awaitable[Any]) -> None:
+        self._coroutine = coroutine
+
+    async def finish(self) -> Any:
+        return await self._coroutine
+
+
+class Then(Later):
+    """``await later`` then ``fn(result)``."""
+
+    __slots__ = ("_fn", "_later")
+
+    def __init__(self, later: Later, fn: Callable[[Any], Any]) -> None:
+        self._later = later
+        self._fn = fn
+
+    async def finish(self) -> Any:
+        return self._fn(await self._later.finish())
+
+
+class Pending(Later):
+    """A call that waits for an operation: ``await`` it to drive it to its end.
+
+    Created by :meth:`LuaState.start`; ``release`` (if set) runs when the call is over, however
+    it ends (the script uses it to give a ``keep_state`` state back).
+    """
+
+    __slots__ = ("_call_id", "_result", "_spent", "release", "state")
+
+    def __init__(self, state: LuaState, call_id: int, result: Sequence[Any], spent: float) -> None:
+        self.state = state
+        self._call_id = call_id
+        self._result = result
+        self._spent = spent
+        self.release: Callable[[], None] | None = None
+
+    async def finish(self) -> Any:
+        try:
+            return await self.state._drive(self._call_id, self._result, self._spent)
+        finally:
+            if self.release is not None:
+                self.release()

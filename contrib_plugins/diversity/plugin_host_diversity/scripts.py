@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,21 @@ import trio
 
 from plugin_host_diversity.config import DiversityConfig, ScriptSource
 from plugin_host_diversity.convert import to_lua
-from plugin_host_diversity.runtime import LuaState, ScriptError, Services
+from plugin_host_diversity.runtime import (
+    Deferred,
+    Later,
+    LuaState,
+    Pending,
+    ScriptError,
+    Services,
+)
 from plugin_host_diversity.translate import HOOK_ARGS, LUA_HOOKS, TABLE_ARGS, lua_key_names
 
 __all__ = ["Script", "ScriptLoadError", "ScriptSet", "load_script"]
 
 #: Keyset id of each hook's argument names: registered in this order in every state.
 KEYSETS: dict[str, int] = {hook: index + 1 for index, hook in enumerate(HOOK_ARGS)}
+_HOOK_NAMES: dict[str, bytes] = {hook: hook.encode() for hook in HOOK_ARGS}
 
 
 class ScriptLoadError(Exception):
@@ -65,10 +74,11 @@ class Script:
     def __repr__(self) -> str:
         return f"<Script {self.name} {self.source.path} states={len(self.states)}>"
 
-    async def call(self, hook: str, values: Sequence[Any]) -> Any:
-        """Run ``hook`` with the argument values (see :func:`translate.lua_arguments`).
+    def start(self, hook: str, values: Sequence[Any]) -> Any:
+        """Call ``hook`` with the argument values (see :func:`translate.lua_arguments`).
 
-        Returns the raw Lua result; raises :class:`ScriptError`.
+        Returns the raw Lua result at once when the call did no I/O, else a
+        :class:`~plugin_host_diversity.runtime.Later` to await. Raises :class:`ScriptError`.
         """
         if self._receive is None:
             state = self.states[0]
@@ -76,23 +86,51 @@ class Script:
                 for candidate in self.states:
                     if candidate.inflight < state.inflight:
                         state = candidate
-            return await self._call(state, hook, values)
+            return self._start(state, hook, values)
         assert self._send is not None
+        try:
+            state = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            return Deferred(self._call_when_free(hook, values))
+        try:
+            result = self._start(state, hook, values)
+        except BaseException:
+            self._send.send_nowait(state)
+            raise
+        if result.__class__ is Pending:
+            result.release = partial(self._send.send_nowait, state)
+        else:
+            self._send.send_nowait(state)
+        return result
+
+    async def call(self, hook: str, values: Sequence[Any]) -> Any:
+        """:meth:`start`, awaiting the result if it is not there at once."""
+        result = self.start(hook, values)
+        if isinstance(result, Later):
+            return await result
+        return result
+
+    async def _call_when_free(self, hook: str, values: Sequence[Any]) -> Any:
+        # keep_state: every state is busy; wait (FIFO) for one.
+        assert self._send is not None and self._receive is not None
         state = await self._receive.receive()
         try:
-            return await self._call(state, hook, values)
+            result = self._start(state, hook, values)
+            if result.__class__ is Pending:
+                return await result
+            return result
         finally:
             self._send.send_nowait(state)
 
     @staticmethod
-    async def _call(state: LuaState, hook: str, values: Sequence[Any]) -> Any:
+    def _start(state: LuaState, hook: str, values: Sequence[Any]) -> Any:
         positions = TABLE_ARGS[hook]
         if positions:
             values = list(values)
             for i in positions:
                 if values[i] is not None:
                     values[i] = to_lua(state.lua, values[i])
-        return await state.call(hook.encode(), KEYSETS[hook], values)
+        return state.start(_HOOK_NAMES[hook], KEYSETS[hook], values)
 
 
 class ScriptSet:

@@ -27,6 +27,8 @@ import trustme
 from plugin_host.hooks.api import SessionInfo
 from plugin_host.settings import Config, PluginSection, PluginSettings
 from plugin_host_diversity.plugin import DiversityPlugin
+from plugin_host_diversity.runtime import Later
+from plugin_host_diversity.translate import HOOK_ARGS
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -118,19 +120,42 @@ def lua_literal(value: Any) -> str:
     return f'"{text}"'
 
 
+class Awaiting:
+    """A test's view of a running :class:`DiversityPlugin`: every hook call can be awaited.
+
+    The hookimpls answer at once when no script waits for I/O and return a ``Later`` to
+    await otherwise (as the host expects); this view awaits when needed. Everything else is
+    the plugin's own attributes.
+    """
+
+    def __init__(self, plugin: DiversityPlugin) -> None:
+        self.plugin = plugin
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.plugin, name)
+        if name not in HOOK_ARGS:
+            return attribute
+
+        async def call(*args: Any) -> Any:
+            result = attribute(*args)
+            return await result if isinstance(result, Later) else result
+
+        return call
+
+
 @asynccontextmanager
 async def running(
     values: dict[str, Any] | None = None,
     *,
     host: RecordingHost | None = None,
     plugin: DiversityPlugin | None = None,
-) -> AsyncIterator[DiversityPlugin]:
+) -> AsyncIterator[Any]:
     """Run a plugin instance's lifespan with the given ``diversity.*`` values."""
     plugin = plugin or DiversityPlugin()
     section_values = {"reload_on_sighup": False, **(values or {})}
     section = PluginSection(plugin="diversity", values=section_values)
     async with plugin.plugin_host_lifespan(host or RecordingHost(), section):
-        yield plugin
+        yield Awaiting(plugin)
 
 
 async def register(

@@ -339,3 +339,18 @@ async def test_lifecycle_hooks_run_all_scripts_even_after_errors(lua_dir, run, h
     async with run({"script_dir": str(lua)}, host=host) as plugin:
         await plugin.on_client_wakeup("", "c1")
         assert plugin.kv.lookup("woken", b"c1") == [True]
+
+
+async def test_hooks_answer_at_once_without_io(lua_dir, host) -> None:
+    """No I/O: the hookimpl returns the answer itself (the host's fast path, no coroutine)."""
+    from plugin_host.settings import PluginSection
+
+    lua = lua_dir("publish_rewrite")
+    plugin = DiversityPlugin()
+    section = PluginSection("diversity", {"script_dir": str(lua), "reload_on_sighup": False})
+    with pytest.raises(KeyError):  # the body's own exception, not an exception group
+        async with plugin.plugin_host_lifespan(host, section):
+            assert plugin.auth_on_publish("u", "", "c", 0, "shout/a", b"x", False) == {
+                "payload": b"X"
+            }
+            raise KeyError("from the body")
