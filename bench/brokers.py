@@ -5,19 +5,13 @@ file, optional extra files (a plugins directory, Lua scripts) and an optional ``
 manager for helper processes (a webhook HTTP server, ...). Every variant is started fresh for
 every scenario, on an ephemeral loopback port written into its config, pinned to its own CPU.
 
-To compare a plugin-host feature, add a variant here, e.g. (issue 4)::
-
-    Variant(
-        name="plugin-host+pyhook",
-        family="plugin-host",
-        command=lambda ctx: [*ctx.tool("plugin-host"), "serve", "--config", str(ctx.config_path),
-                             "--plugins-dir", str(ctx.workdir / "plugins")],
-        config_name="plugin-host.conf",
-        config_text=PLUGIN_HOST_CONF,
-        files={"plugins/bench_auth.py": PYHOOK_PLUGIN},
-        ratio_to=("plugin-host",),      # the table gets a column plugin-host+pyhook/plugin-host
-        default=False,                  # only run when named in --brokers
-    )
+To compare a plugin-host feature, add a variant (the ``plugin-host+pyhook`` entry below is
+the pattern: same family, extra command-line arguments and files, ``ratio_to=("plugin-host",)``
+for a ratio column, ``default=False`` to run only when named in ``--brokers``). A plugin's own
+benchmark script may instead ``brokers.VARIANTS.extend([...])`` and call ``compare.main(argv)``.
+A ``setup(ctx)`` context manager runs before the broker starts and is left after it stopped;
+it may start helper processes with ``ctx.spawn_helper(argv, log_name)`` (killed with the run)
+and put values into ``ctx.values`` for the config text, e.g. a webhook server's port.
 
 Config texts and files are ``string.Template`` texts: ``${host}``, ``${port}``, ``${workdir}``
 and whatever a ``setup`` put into ``ctx.values`` (write ``$$`` for a literal ``$``).
@@ -149,15 +143,19 @@ def auth_on_publish():
 '''
 
 
-def _plugin_host_command(ctx: RunContext, *extra: str) -> list[str]:
+def plugin_host_command(ctx: RunContext, *extra: str) -> list[str]:
+    """``plugin-host serve --config <the variant's config> *extra`` (for plugin-host variants)."""
     return [*ctx.tool("plugin-host"), "serve", "--config", str(ctx.config_path), *extra]
+
+
+_plugin_host_command = plugin_host_command  # the name contrib benchmarks already use
 
 
 VARIANTS: list[Variant] = [
     Variant(
         name="plugin-host",
         family="plugin-host",
-        command=_plugin_host_command,
+        command=plugin_host_command,
         config_name="plugin-host.conf",
         config_text=PLUGIN_HOST_CONF,
         ratio_to=("amqtt",),
@@ -182,9 +180,7 @@ VARIANTS: list[Variant] = [
     Variant(
         name="plugin-host+pyhook",
         family="plugin-host",
-        command=lambda ctx: _plugin_host_command(
-            ctx, "--plugins-dir", str(ctx.workdir / "plugins")
-        ),
+        command=lambda ctx: plugin_host_command(ctx, "--plugins-dir", str(ctx.workdir / "plugins")),
         config_name="plugin-host.conf",
         config_text=PLUGIN_HOST_CONF,
         files={"plugins/bench_auth.py": PYHOOK_PLUGIN},

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loadgen
@@ -106,6 +106,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output", type=Path, help="JSON result file (default: bench/results/bench-<time>.json)"
     )
     parser.add_argument("--keep-workdirs", action="store_true", help="keep configs and data dirs")
+    parser.add_argument(
+        "--no-lock",
+        action="store_true",
+        help="do not wait for other benchmark runs on this machine to finish first",
+    )
     loadgen.add_load_options(parser)
     parser.set_defaults(workers=None)  # default: one worker per load generator CPU
     return parser.parse_args(argv)
@@ -354,6 +359,37 @@ def render(run: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _machine_lock() -> IO[str] | None:
+    """Wait until no other benchmark run is going on on this machine, then hold the lock.
+
+    Two runs at once (two engineers, or a plugin's own benchmark script using this harness)
+    would pin their brokers to the same CPU and make each other's figures meaningless.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    path = Path(tempfile.gettempdir()) / "plugin-host-bench.lock"
+    f = open(path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        print(
+            f"waiting for another benchmark run on this machine to finish ({holder}; "
+            f"lock {path}; --no-lock skips this)",
+            file=sys.stderr,
+            flush=True,
+        )
+        fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
+    f.flush()
+    return f
+
+
 def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -430,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "cells": [],
     }
+    try:
+        lock = None if args.no_lock else _machine_lock()
+    except KeyboardInterrupt:
+        return 130
     t0 = time.monotonic()
     try:
         # interleaved (repeat, scenario, broker): a slow phase of the machine hits every broker
@@ -444,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
             "interrupted: every broker and load generator process has been stopped", file=sys.stderr
         )
         run["interrupted"] = True
+    finally:
+        if lock is not None:
+            lock.close()
     run["elapsed_s"] = round(time.monotonic() - t0, 1)
     report = render(run)
     run["report_markdown"] = report
