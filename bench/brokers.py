@@ -102,12 +102,18 @@ class Variant:
     ratio_to: tuple[str, ...] = ()  # table columns "<name>/<other>" when both ran
     default: bool = True  # run when --brokers is not given
     description: str = ""
+    # installed third-party plugins to keep enabled (plugin-host family): every other one is
+    # switched off, and so is any whose section the config text does not configure, so that a
+    # baseline measures the broker, not whatever plugins happen to be installed
+    plugins: tuple[str, ...] = ()
 
 
 PLUGIN_HOST_CONF = """\
-# plugin-host under benchmark: one loopback listener, anonymous clients, everything else default
+# plugin-host under benchmark: one loopback listener, anonymous clients, everything else default;
+# installed third-party plugins that this variant does not configure are off
 listener.tcp.bench = ${host}:${port}
 allow_anonymous = on
+${plugins_off}
 """
 
 AMQTT_YAML = """\
@@ -379,6 +385,12 @@ class BrokerProcess:
         self.ctx = ctx
         self.log_path = ctx.workdir / f"{variant.name}.log"
         values = ctx.template_values()
+        values.setdefault("plugins_off", "")
+        if variant.family == "plugin-host":
+            values["plugins_off"] = "\n".join(
+                f"plugins.{name} = off"
+                for name in unused_plugins(variant, variant.config_text, third_party_plugins())
+            )
         for rel, text in variant.files.items():
             path = ctx.workdir / rel
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -485,6 +497,26 @@ class BrokerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def third_party_plugins() -> list[str]:
+    """Names of the installed ``plugin_host`` entry points not shipped with plugin-host itself."""
+    from importlib.metadata import entry_points
+
+    return sorted(
+        {
+            ep.name
+            for ep in entry_points(group="plugin_host")
+            if ep.dist is None or ep.dist.name != "plugin-host"
+        }
+    )
+
+
+def unused_plugins(variant: Variant, config_text: str, installed: list[str]) -> list[str]:
+    """The installed plugins this variant neither lists nor configures (they get turned off)."""
+    configured = set(re.findall(r"^\s*(?:vmq_)?([a-z0-9_]+)\.", config_text, re.MULTILINE))
+    keep = set(variant.plugins) | (configured - {"listener", "plugins"})
+    return [name for name in installed if name not in keep]
 
 
 def _render(variant: Variant, what: str, text: str, values: dict[str, str]) -> str:
