@@ -105,6 +105,27 @@ class Broker:
         self._log = structlog.get_logger("plugin_host.host")
         #: Optional durable store observing session/retained changes (next issue).
         self.store: Any = None
+        # Per-batch snapshot (see tick()): a monotonic clock and, indexed by "is MQTT 5",
+        # whether the per-message hooks are implemented.
+        self.clock = time.monotonic()
+        self.deliver_hooked = (False, False)
+        self.publish_hooked = (False, False)
+        self.published_hooked = (False, False)
+        self.tick()
+
+    def tick(self) -> float:
+        """Refresh the snapshot the per-message path reads (once per read batch, timer...).
+
+        The hot path must not ask the dispatcher per message and per delivery; hooks change
+        only between batches (a plugin's ``hooks_changed()`` runs in its own task), so one
+        look-up per batch is exact.
+        """
+        self.clock = now = time.monotonic()
+        impl = self.hooks.implemented
+        self.deliver_hooked = (impl("on_deliver"), impl("on_deliver_m5"))
+        self.publish_hooked = (impl("auth_on_publish"), impl("auth_on_publish_m5"))
+        self.published_hooked = (impl("on_publish"), impl("on_publish_m5"))
+        return now
 
     # ------------------------------------------------------------------------------ running
 
@@ -117,6 +138,7 @@ class Broker:
     def set_hooks(self, hooks: HookDispatch) -> None:
         """Install the plugin dispatcher (before serving)."""
         self.hooks = hooks
+        self.tick()
 
     async def handle_connection(self, stream: trio.abc.Stream, listener: BoundListener) -> None:
         """Listener callback: serve one client connection."""
@@ -240,6 +262,7 @@ class Broker:
         self._publish_will(*args)
 
     def _publish_will(self, will: Any, username: str | None, client_id: str, v5: bool) -> None:
+        self.tick()
         message: Message = will.message
         if will.expiry is not None:
             message.expires_at = time.monotonic() + will.expiry
@@ -290,15 +313,11 @@ class Broker:
             self.router.retain(message)
         count = self.router.route(message)
         self.counters.messages_routed += count
-        if conn is not None:
-            hook = "on_publish_m5" if conn.v5 else "on_publish"
-            if self.hooks.implemented(hook):
-                self.hooks.notify(
-                    hook,
-                    hookargs.published(
-                        message, conn.username, conn.client_id, conn.v5, time.monotonic()
-                    ),
-                )
+        if conn is not None and self.published_hooked[conn.v5]:
+            self.hooks.notify(
+                "on_publish_m5" if conn.v5 else "on_publish",
+                hookargs.published(message, conn.username, conn.client_id, conn.v5, self.clock),
+            )
         return count
 
     def send_retained(self, session: Session, opts: SubOptions) -> None:
@@ -324,6 +343,7 @@ class Broker:
 
     def retry_due(self, session: Session) -> None:
         """v3 retry: re-send messages unacknowledged for ``retry_interval`` (with DUP)."""
+        self.tick()
         session.retry_timer = None
         conn = session.conn
         if conn is None or not session.inflight or session.retry_interval <= 0:
@@ -376,6 +396,7 @@ class Broker:
     ) -> None:
         """Host.publish: route a message as if a client had published it."""
         validate_topic_name(topic)
+        self.tick()
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
         props: dict[str, Any] = {}

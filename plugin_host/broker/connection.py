@@ -142,8 +142,8 @@ class Connection:
 
     __slots__ = (
         "_lifetime_deadline",
-        "_lot",
         "_nursery",
+        "_parked",
         "_read_scope",
         "alias_in",
         "alias_in_max",
@@ -175,6 +175,7 @@ class Connection:
         "stream",
         "username",
         "v5",
+        "variant_key",
         "will",
         "window",
     )
@@ -191,12 +192,13 @@ class Connection:
         self.level = 4
         self.v5 = False
         self.bridge = False
+        self.variant_key = 0  # 8 for MQTT 5: the encoded-bytes cache key of this client
         self.session: Session | None = None
         self.client_id = ""
         self.mountpoint = listener.config.mountpoint
         self.username: str | None = None
         self.out = bytearray()
-        self._lot = trio.lowlevel.ParkingLot()
+        self._parked: trio.lowlevel.Task | None = None  # the writer, while it waits
         self._read_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self.closing = False
@@ -228,19 +230,21 @@ class Connection:
         """Serve the connection until it closes; never raises for network or client faults."""
         broker = self.broker
         broker.connections.add(self)
+        # Each trio task runs in its own copy of the context: binding here tags this
+        # connection's log lines only (cheaper than a context manager kept alive per client).
+        structlog.contextvars.bind_contextvars(peer=f"{self.peer_addr}:{self.peer_port}")
         try:
-            with structlog.contextvars.bound_contextvars(peer=f"{self.peer_addr}:{self.peer_port}"):
-                try:
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        nursery.start_soon(self._writer)
-                        await self._read_guarded()
-                        self.close()
-                        self._finish_writing()
-                finally:
-                    self._nursery = None
-                    self.closing = True
-                    broker.connection_closed(self)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._writer)
+                    await self._read_guarded()
+                    self.close()
+                    self._finish_writing()
+            finally:
+                self._nursery = None
+                self.closing = True
+                broker.connection_closed(self)
         finally:
             broker.connection_removed(self)
             await trio.aclose_forcefully(self.stream)
@@ -286,21 +290,24 @@ class Connection:
         nursery = self._nursery
         if nursery is not None:
             deadline = trio.current_time() + CLOSE_FLUSH_TIMEOUT
-            if deadline < nursery.cancel_scope.deadline:
-                nursery.cancel_scope.deadline = deadline
+            nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline, deadline)
         self.wake()
+
+    def _abort_park(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def wake(self) -> None:
         """Tell the writer there is something to do."""
-        lot = self._lot
-        if lot:
-            lot.unpark()
+        task = self._parked
+        if task is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(task)
 
     # ------------------------------------------------------------------------------ writer
 
     async def _writer(self) -> None:
         stream = self.stream
-        lot = self._lot
         try:
             while True:
                 session = self.session
@@ -313,7 +320,10 @@ class Connection:
                 if not out:
                     if self.closing:
                         return
-                    await lot.park()
+                    # Wait for wake(): a bare reschedule is lighter than a ParkingLot
+                    # (this is per connection, and idle connections are most of them).
+                    self._parked = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(self._abort_park)
                     continue
                 self.out = bytearray()
                 await stream.send_all(out)
@@ -360,16 +370,20 @@ class Connection:
 
     def send_bytes(self, data: bytes) -> None:
         self.out += data
-        lot = self._lot
-        if lot:
-            lot.unpark()
+        task = self._parked
+        if task is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(task)
 
     def send_message(
         self, message: Message, qos: int, sub_ids: tuple[int, ...], retain: bool
     ) -> bool:
         """Encode and buffer one delivery. False: it must wait in the session queue.
 
-        QoS 0 is never refused: beyond the buffer limit it is dropped and counted.
+        QoS 0 is never refused: beyond the buffer limit it is dropped and counted. This is
+        the per-delivery hot path: within a routing pass (``message.encoded`` is a dict) the
+        bytes of each (protocol, qos, retain) variant are encoded once and shared; QoS 1/2
+        copies get their packet id spliced in between a shared head and tail.
         """
         out = self.out
         if qos == 0:
@@ -378,27 +392,78 @@ class Connection:
             if len(out) >= self.max_buffer:
                 self.broker.message_dropped(self.session, message, "buffer_full")
                 return True
-            data = self._encode(message, 0, sub_ids, retain, 0)
-            if data is not None:
-                out += data
-                lot = self._lot
-                if lot:
-                    lot.unpark()
+            cache = message.encoded
+            if (
+                cache is not None
+                and not sub_ids
+                and self.alias_out is None
+                and message.expires_at is None
+            ):
+                key = self.variant_key | retain
+                data = cache.get(key)
+                if data is None:
+                    data = cache[key] = encode_publish(
+                        message.topic,
+                        message.payload,
+                        0,
+                        retain,
+                        False,
+                        None,
+                        message.properties if self.v5 else None,
+                        self.level,
+                    )
+                limit = self.client_max_packet
+                if limit and len(data) > limit:
+                    self.broker.message_dropped(self.session, message, "max_packet_size_exceeded")
+                    return True
+            else:
+                data = self._encode(message, 0, sub_ids, retain, 0)
+                if data is None:
+                    return True
+            out += data
+            task = self._parked
+            if task is not None:
+                self._parked = None
+                trio.lowlevel.reschedule(task)
             return True
         session = self.session
         if self.closing or session is None or len(out) >= self.max_buffer:
             return False
-        if session.window_full(self.window):
+        inflight = session.inflight
+        n = len(inflight)
+        window = self.window
+        if n >= 0xFFFF or (window and n >= window):
             return False
         pid = session.alloc_packet_id()
-        data = self._encode(message, qos, sub_ids, retain, pid)
-        if data is None:
-            return True
-        session.add_inflight(pid, Inflight(message, qos, sub_ids, retain, time.monotonic()))
-        out += data
-        lot = self._lot
-        if lot:
-            lot.unpark()
+        cache = message.encoded
+        if (
+            cache is not None
+            and not sub_ids
+            and self.alias_out is None
+            and message.expires_at is None
+        ):
+            key = self.variant_key | (qos << 1) | retain
+            parts = cache.get(key)
+            if parts is None:
+                parts = cache[key] = self._split_variant(message, qos, retain)
+            head, tail = parts
+            limit = self.client_max_packet
+            if limit and len(head) + 2 + len(tail) > limit:
+                self.broker.message_dropped(session, message, "max_packet_size_exceeded")
+                return True
+            out += head
+            out += pid.to_bytes(2, "big")
+            out += tail
+        else:
+            data = self._encode(message, qos, sub_ids, retain, pid)
+            if data is None:
+                return True
+            out += data
+        session.add_inflight(pid, Inflight(message, qos, sub_ids, retain, self.broker.clock))
+        task = self._parked
+        if task is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(task)
         return True
 
     def _encode(
@@ -410,61 +475,43 @@ class Connection:
         pid: int,
         dup: bool = False,
     ) -> bytes | None:
-        """The PUBLISH bytes for this client, or None when the message must be dropped."""
-        v5 = self.v5
+        """The PUBLISH bytes for this client (no sharing), or None when it must be dropped."""
         now = 0.0
         if message.expires_at is not None:
             now = time.monotonic()
             if now >= message.expires_at:
                 self.broker.message_dropped(self.session, message, "expired")
                 return None
-        alias_out = self.alias_out
-        cache = message.encoded
-        if cache is not None and not sub_ids and alias_out is None and not dup:
-            key = (v5, qos, retain)
-            cached = cache.get(key)
-            if cached is None:
-                cached = cache[key] = self._encode_variant(message, qos, retain, now)
-            if qos == 0:
-                data = cached
-            else:
-                head, tail = cached
-                data = b"".join((head, pid.to_bytes(2, "big"), tail))
-        else:
-            topic: str = message.topic
-            props: dict[str, Any] | None = None
-            if v5:
-                props = message.out_properties(now) if message.expires_at else message.properties
-                if sub_ids or alias_out is not None:
-                    props = dict(props) if props else {}
-                    if sub_ids:
-                        props["subscription_identifier"] = list(sub_ids)
-                    if alias_out is not None:
-                        alias = alias_out.get(topic)
-                        if alias is not None:
-                            props["topic_alias"] = alias
-                            topic = ""
-                        elif len(alias_out) < self.alias_out_max:
-                            alias = len(alias_out) + 1
-                            alias_out[topic] = alias
-                            props["topic_alias"] = alias
-            data = encode_publish(
-                topic, message.payload, qos, retain, dup, pid or None, props, self.level
-            )
+        topic: str = message.topic
+        props: dict[str, Any] | None = None
+        if self.v5:
+            props = message.out_properties(now) if message.expires_at else message.properties
+            alias_out = self.alias_out
+            if sub_ids or alias_out is not None:
+                props = dict(props) if props else {}
+                if sub_ids:
+                    props["subscription_identifier"] = list(sub_ids)
+                if alias_out is not None:
+                    alias = alias_out.get(topic)
+                    if alias is not None:
+                        props["topic_alias"] = alias
+                        topic = ""
+                    elif len(alias_out) < self.alias_out_max:
+                        alias = len(alias_out) + 1
+                        alias_out[topic] = alias
+                        props["topic_alias"] = alias
+        data = encode_publish(
+            topic, message.payload, qos, retain, dup, pid or None, props, self.level
+        )
         limit = self.client_max_packet
         if limit and len(data) > limit:
             self.broker.message_dropped(self.session, message, "max_packet_size_exceeded")
             return None
         return data
 
-    def _encode_variant(self, message: Message, qos: int, retain: bool, now: float) -> Any:
-        props = None
-        if self.v5:
-            props = message.out_properties(now) if message.expires_at else message.properties
-        if qos == 0:
-            return encode_publish(
-                message.topic, message.payload, 0, retain, False, None, props, self.level
-            )
+    def _split_variant(self, message: Message, qos: int, retain: bool) -> tuple[bytes, bytes]:
+        """A QoS 1/2 PUBLISH for this client's variant, split around its packet id."""
+        props = message.properties if self.v5 else None
         data = encode_publish(
             message.topic, message.payload, qos, retain, False, 1, props, self.level
         )
@@ -560,6 +607,8 @@ class Connection:
 
     async def _handle_batch(self, packets: list[Any]) -> bool:
         """Handle packets in order; False when the connection must stop reading."""
+        broker = self.broker
+        broker.tick()
         for packet in packets:
             if self.closing:
                 return False
@@ -591,6 +640,7 @@ class Connection:
                 return False
             if pending is not None:
                 await pending
+                broker.tick()  # time passed, hooks may have changed meanwhile
         return not self.closing
 
     def _protocol_error(self, exc: MQTTError) -> None:
@@ -633,6 +683,7 @@ class Connection:
         self.level = level = raw_level & 0x7F
         self.v5 = v5 = level == MQTT_5
         self.bridge = raw_level & 0x80 != 0
+        self.variant_key = 8 if v5 else 0
         self.parser.protocol_level = level
         self.client_id = pkt.client_id
         self.username = pkt.username
@@ -995,8 +1046,8 @@ class Connection:
             self.rate_count += 1
             if self.rate_count > self.rate_limit:
                 return self._publish_throttled(p, topic)
-        hook = "auth_on_publish_m5" if self.v5 else "auth_on_publish"
-        if self.broker.hooks.implemented(hook):
+        if self.broker.publish_hooked[self.v5]:
+            hook = "auth_on_publish_m5" if self.v5 else "auth_on_publish"
             return self._publish_authorised(p, topic, hook)
         self._accept_publish(p, topic, p.payload, qos, p.retain, props, self.mountpoint)
         return None
@@ -1089,18 +1140,22 @@ class Connection:
         if props:
             if "message_expiry_interval" in props:
                 props = dict(props)
-                expires_at = time.monotonic() + props.pop("message_expiry_interval")
+                expires_at = self.broker.clock + props.pop("message_expiry_interval")
             props.pop("topic_alias", None)
         message = Message(topic, payload, qos, retain, props, expires_at, mountpoint, session)
-        broker = self.broker
-        broker.publish(message, self)
+        self.broker.publish(message, self)
         pid = p.packet_id
         if pid is not None:
+            # PUBACK / PUBREC with success: the same 4 bytes in every protocol version.
             if p.qos == 1:
-                self.send_bytes(encode_puback(pid, self.level))
+                self.out += bytes((0x40, 2, pid >> 8, pid & 0xFF))
             else:
                 session.incoming_qos2_add(pid)
-                self.send_bytes(encode_pubrec(pid, self.level))
+                self.out += bytes((0x50, 2, pid >> 8, pid & 0xFF))
+            task = self._parked
+            if task is not None:
+                self._parked = None
+                trio.lowlevel.reschedule(task)
 
     def _on_puback(self, p: Puback) -> None:
         session = self.session

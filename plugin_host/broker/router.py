@@ -78,7 +78,9 @@ class Router:
             return 0
         publisher = message.publisher
         retain = message.retain
-        message.encoded = {}
+        # Share encoded bytes between deliveries only when there is more than one.
+        if len(targets) + len(groups) > 1:
+            message.encoded = {}
         count = 0
         try:
             for target in targets:

@@ -52,6 +52,12 @@ class Inflight:
 #: A queued delivery: (message, delivery qos, subscription ids, retain flag to send).
 Queued = tuple["Message", int, tuple[int, ...], bool]
 
+# Most sessions never queue anything nor receive QoS 2: they share these empty stand-ins
+# (falsy, len 0, iterable) and get a real deque / set on first use. An empty deque costs
+# ~600 bytes, an empty set ~200: per idle connection that matters.
+_NO_QUEUE: Any = ()
+_NO_IDS: Any = frozenset()
+
 
 class Session:
     """State of one subscriber id ``(mountpoint, client_id)``."""
@@ -96,9 +102,9 @@ class Session:
         #: Seconds the session survives its connection: 0 = not persistent, None = forever.
         self.expiry_interval: float | None = 0
         self.subscriptions: dict[str, SubOptions] = {}
-        self.queue: deque[Queued] = deque()
+        self.queue: deque[Queued] = _NO_QUEUE
         self.inflight: dict[int, Inflight] = {}
-        self.incoming_qos2: set[int] = set()
+        self.incoming_qos2: set[int] = _NO_IDS
         self.next_pid = 1
         self.max_inflight = cfg.max_inflight_messages
         self.max_offline = cfg.max_offline_messages
@@ -170,7 +176,7 @@ class Session:
                 self.enqueue(message, qos, sub_ids, retain, offline=True)
             return
         # With an on_deliver hook every delivery waits for it in the connection's writer.
-        if self.queue or self.broker.hooks.implemented(conn.deliver_hook):
+        if self.queue or self.broker.deliver_hooked[conn.v5]:
             self.enqueue(message, qos, sub_ids, retain)
             conn.wake()
         elif not conn.send_message(message, qos, sub_ids, retain):
@@ -188,6 +194,8 @@ class Session:
         """Queue a delivery; when the queue is full the oldest entry is dropped and counted."""
         limit = self.max_offline if offline or self.conn is None else self.max_online
         queue = self.queue
+        if queue is _NO_QUEUE:
+            queue = self.queue = deque()
         if limit == 0:
             self.broker.message_dropped(self, message, "queue_full")
             return
@@ -244,6 +252,8 @@ class Session:
     # -- incoming QoS 2 ------------------------------------------------------------------------
 
     def incoming_qos2_add(self, pid: int) -> None:
+        if self.incoming_qos2 is _NO_IDS:
+            self.incoming_qos2 = set()
         self.incoming_qos2.add(pid)
 
     def incoming_qos2_remove(self, pid: int) -> bool:
@@ -261,9 +271,9 @@ class Session:
         self.expiry_timer = self.will_timer = self.retry_timer = None
 
     def discard_messages(self) -> None:
-        self.queue.clear()
+        self.queue = _NO_QUEUE
         self.inflight.clear()
-        self.incoming_qos2.clear()
+        self.incoming_qos2 = _NO_IDS
 
     def info(self) -> dict[str, Any]:
         return {
