@@ -97,6 +97,8 @@ local ENV = {}
 local ISOLATE = false
 local CUR_CO = nil                                     -- root coroutine being stepped
 local OVERLAYS = setmetatable({}, { __mode = "k" })    -- root coroutine -> its ENV metatable
+-- ENV's metatable is switched only while a call that has an overlay (it wrote a global) runs.
+local ENV_SWITCHED = false
 
 local function merged_pairs(overlay)
   local in_overlay = overlay ~= nil
@@ -142,6 +144,7 @@ MT_LAZY.__newindex = function(_, key, value)
   }
   OVERLAYS[co] = mt
   debug_setmetatable(ENV, mt)
+  ENV_SWITCHED = true
   overlay[key] = value
 end
 
@@ -149,12 +152,21 @@ debug_setmetatable(ENV, MT_DIRECT)
 
 local function enter(co)
   CUR_CO = co
-  if ISOLATE then debug_setmetatable(ENV, OVERLAYS[co] or MT_LAZY) end
+  if ISOLATE then
+    local mt = OVERLAYS[co]
+    if mt ~= nil then
+      debug_setmetatable(ENV, mt)
+      ENV_SWITCHED = true
+    end
+  end
 end
 
 local function leave()
   CUR_CO, CURRENT = nil, nil
-  if ISOLATE then debug_setmetatable(ENV, MT_LAZY) end
+  if ENV_SWITCHED then
+    debug_setmetatable(ENV, MT_LAZY)
+    ENV_SWITCHED = false
+  end
 end
 
 -- ------------------------------------------------------------------------------------------
@@ -631,9 +643,22 @@ local KEYSETS = {}
 
 local driver = {}
 
--- Register a list of argument names under an id (see call).
+-- Register the argument names of a hook under an id (see call): compiles a constructor
+-- `function(v1, ..., vn) return {name1 = v1, ..., namen = vn} end` (nil values leave their
+-- key out), cheaper than filling a table in a loop on every call.
 function driver.keyset(id, keys)
-  KEYSETS[id] = keys
+  local params, fields = {}, {}
+  for i = 1, #keys do
+    local name = keys[i]
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+      error("bad argument name " .. tostring(name))
+    end
+    params[i] = "v" .. i
+    fields[i] = name .. " = v" .. i
+  end
+  local source = "return function(" .. concat(params, ", ") .. ") return {"
+    .. concat(fields, ", ") .. "} end"
+  KEYSETS[id] = load(source, "=keyset", "t", {})()
 end
 
 -- Compile a script's main chunk; returns its call id, or nil and the syntax error.
@@ -668,13 +693,7 @@ end
 -- Start a hook call: build the argument table from the keyset's names and the values, run
 -- the hook until it finishes, fails or asks for I/O. Returns the coroutine and step's results.
 function driver.call(name, deadline, keyset, ...)
-  local keys = KEYSETS[keyset]
-  local values = { ... }
-  local args = {}
-  for i = 1, #keys do
-    local v = values[i]
-    if v ~= nil then args[keys[i]] = v end
-  end
+  local args = KEYSETS[keyset](...)
   local id = new_hook_call()
   return id, step(id, deadline, HOOKS[name], args)
 end
@@ -695,5 +714,10 @@ end
 function driver.global(name)
   return rawget(BASE, name)
 end
+
+-- The driver uses locals only: a global assignment from now on is a bug in this file.
+setmetatable(_G, {
+  __newindex = function(_, key) error("prelude bug: assignment to global " .. tostring(key), 2) end,
+})
 
 return driver
