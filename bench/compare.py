@@ -319,8 +319,6 @@ def render(run: dict[str, Any]) -> str:
         res = c.get("result") or {}
         for n in res.get("notes", []):
             notes.append(f"{where}: {n}")
-        if res.get("lost") and "PUBACKed" not in " ".join(res.get("notes", [])):
-            notes.append(f"{where}: {res['lost']:,} messages sent but not received (QoS 0 drops)")
         b = c.get("broker") or {}
         if b.get("killed"):
             notes.append(f"{where}: broker ignored SIGTERM for 10 s and was killed")

@@ -288,16 +288,16 @@ async def throughput_worker(spec: dict[str, Any], opts: LoadOptions, link: Worke
             notes.append("publishers were still blocked sending when the drain time ran out")
         # drain: wait until the subscribers have been quiet for a while
         deadline = time.monotonic() + opts.drain
+        drained = False
         last, quiet_since = -1, time.monotonic()
         while time.monotonic() < deadline:
             total = sum(s.received for s in subs)
             if total != last:
                 last, quiet_since = total, time.monotonic()
             elif time.monotonic() - quiet_since >= min(1.0, opts.drain / 2):
+                drained = True
                 break
             await trio.sleep(0.05)
-        else:
-            notes.append("subscribers were still receiving when the drain time ran out")
         nursery.cancel_scope.cancel()
     final = snapshot()
     latencies: list[int] = []
@@ -314,7 +314,14 @@ async def throughput_worker(spec: dict[str, Any], opts: LoadOptions, link: Worke
         )
     flow_stats = {"waits": flow.waits, "write_offs": flow.write_offs} if flow else {}
     link.send(
-        {"snaps": snaps, "final": final, "latencies": latencies, "notes": notes, "flow": flow_stats}
+        {
+            "snaps": snaps,
+            "final": final,
+            "latencies": latencies,
+            "notes": notes,
+            "flow": flow_stats,
+            "drained": drained,
+        }
     )
 
 
@@ -344,7 +351,28 @@ def _cpu_pct(results: list[dict[str, Any]]) -> float:
 OTHER_LOAD_WARNING = 15.0  # % of one core used by unrelated processes during a measurement
 
 
-def _finish(out: dict[str, Any], window: Window, notes: list[str]) -> dict[str, Any]:
+def _finish(
+    out: dict[str, Any],
+    window: Window,
+    notes: list[str],
+    results: list[dict[str, Any]] | None = None,
+    opts: LoadOptions | None = None,
+) -> dict[str, Any]:
+    """Add the CPU accounting, and tell lost messages from ones still in flight."""
+    if results is not None and not all(r.get("drained", True) for r in results):
+        # the broker still had a backlog when we stopped waiting: not a loss (yet)
+        out["undelivered"] = out.pop("lost", 0)
+        out["lost"] = None
+        drain = opts.drain if opts else "the"
+        notes.append(
+            f"{out['undelivered']:,} deliveries were still in flight when the {drain} s drain "
+            "time ran out (a backlog, not counted as lost)"
+        )
+    elif out.get("lost"):
+        if "acked_total" in out:
+            notes.append(f"{out['lost']:,} PUBACKed messages never reached the subscriber")
+        else:
+            notes.append(f"{out['lost']:,} messages sent but never received (QoS 0 drops)")
     out["broker_cpu_pct"] = window.broker_pct()
     out["other_cpu_pct"] = window.other_pct(out["loadgen_cpu_pct"])
     out["interrupts_cpu_pct"] = window.interrupts_pct()
@@ -388,11 +416,9 @@ def drive_fanin(ws: WorkerSet, broker: BrokerProbe, opts: LoadOptions) -> dict[s
         out["acked_total"] = acked
         # every message the broker acknowledged must reach the QoS 1 subscriber
         out["lost"] = max(0, acked - received)
-        if out["lost"]:
-            notes.append(f"{out['lost']} PUBACKed messages never reached the subscriber")
     else:
         out["lost"] = max(0, out["sent_total"] - received)
-    return _finish(out, window, notes)
+    return _finish(out, window, notes, results, opts)
 
 
 def drive_fanout(ws: WorkerSet, broker: BrokerProbe, opts: LoadOptions) -> dict[str, Any]:
@@ -414,7 +440,7 @@ def drive_fanout(ws: WorkerSet, broker: BrokerProbe, opts: LoadOptions) -> dict[
         "received_total": received,
         "lost": max(0, sent * opts.fanout_subscribers - received),
     }
-    return _finish(out, window, notes)
+    return _finish(out, window, notes, results, opts)
 
 
 def _percentile(sorted_values: list[int], q: float) -> float:
@@ -442,7 +468,7 @@ def drive_latency(ws: WorkerSet, broker: BrokerProbe, opts: LoadOptions) -> dict
     }
     if len(samples) < 0.99 * sent_in_window:
         notes.append(f"only {len(samples)} of ~{sent_in_window:.0f} messages sampled")
-    return _finish(out, window, notes)
+    return _finish(out, window, notes, results, opts)
 
 
 def plan_storm(opts: LoadOptions) -> list[dict[str, Any]]:
