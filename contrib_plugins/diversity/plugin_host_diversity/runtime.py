@@ -158,7 +158,10 @@ class LuaState:
             b"package_path": package_path.encode("utf-8"),
         }
         driver = self.lua.execute(
-            _PRELUDE, self.lua.table_from(functions), self.lua.table_from(settings)
+            _PRELUDE,
+            self.lua.table_from(functions),
+            self.lua.table_from(settings),
+            name="=diversity/prelude.lua",
         )
         self._call = driver[b"call"]
         self._step = driver[b"step"]

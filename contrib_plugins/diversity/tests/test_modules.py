@@ -81,6 +81,13 @@ assert(kv.insert("simple_kv", {x = true}))
 
 local ok, err = pcall(kv.insert, "no_such_table", {x = 1})
 assert(not ok and string.find(err, "unknown table"), err)
+-- module errors point at the script line that called the module
+ok, err = pcall(function() kv.insert("no_such_table", {x = 1}) end)
+assert(string.find(err, "^module_test.lua:%d+: kv: unknown table"), err)
+ok, err = pcall(function() local _ = obf.decrypt(nil) end)
+assert(string.find(err, "^module_test.lua:%d+: obf.decrypt must be a string"), err)
+ok, err = pcall(function() local _ = bcrypt.hashpw("pw", "not a salt") end)
+assert(string.find(err, "^module_test.lua:%d+: bcrypt.hashpw: invalid salt"), err)
 ok, err = pcall(kv.ensure_table, {name = "t", type = "hash"})
 assert(not ok and string.find(err, "type must be one of"), err)
 hooks = {}

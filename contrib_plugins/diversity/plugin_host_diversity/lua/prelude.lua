@@ -287,19 +287,20 @@ end
 -- Module helpers
 -- ------------------------------------------------------------------------------------------
 
--- Ask the Python driver for an operation; returns its results or raises its error at the
--- caller's caller (the script line that called the module function).
+-- Ask the Python driver for an operation; returns its results or raises its error.
+-- Module functions tail-call io and sync (`return io(...)`), so their own frame is gone and
+-- level 2 is the script line that called the module function.
 local function io(op, ...)
   local r = pack(co_yield(IO, op, ...))
   if r[1] then return unpack(r, 2, r.n) end
-  error(r[2], 3)
+  error(r[2], 2)
 end
 
--- Call a synchronous Python implementation returning (ok, value...).
+-- Call a synchronous Python implementation returning (ok, value...) (tail-called, as io).
 local function sync(fn, ...)
   local r = pack(fn(...))
   if r[1] then return unpack(r, 2, r.n) end
-  error(r[2], 3)
+  error(r[2], 2)
 end
 
 -- ------------------------------------------------------------------------------------------
