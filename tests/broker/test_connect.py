@@ -280,3 +280,26 @@ async def _read_until_closed(stream: trio.SocketStream) -> bytes:
             if not chunk:
                 return data
             data += chunk
+
+
+async def test_max_connection_lifetime():
+    async with (
+        run_broker(max_connection_lifetime=0.5) as broker,
+        open_client(broker.address, client_id="short", protocol=5) as c,
+    ):
+        with trio.fail_after(5):
+            await c.wait_closed()
+        assert c.server_disconnect.reason_code == 0xA0
+
+
+async def test_max_message_rate_throttles_reading():
+    async with (
+        run_broker(max_message_rate=5) as broker,
+        open_client(broker.address, client_id="fast") as c,
+    ):
+        await c.subscribe("t", qos=1)
+        started = trio.current_time()
+        for i in range(11):
+            await c.publish("t", str(i).encode(), qos=1)
+        assert trio.current_time() - started >= 1.0  # 11 messages at 5/s: two windows
+        assert len(await c.receive_many(11)) == 11
