@@ -27,10 +27,10 @@ from plugin_host.broker import hookargs
 from plugin_host.broker.message import Message
 from plugin_host.broker.props import from_hook
 from plugin_host.broker.router import Router
-from plugin_host.broker.session import AWAIT_ACK, Session
+from plugin_host.broker.session import Session
 from plugin_host.broker.timers import TimerWheel
 from plugin_host.hooks.api import HookDispatch, NoHooks, SessionInfo
-from plugin_host.mqtt import encode_pubrel, validate_topic_name
+from plugin_host.mqtt import validate_topic_name
 
 if TYPE_CHECKING:
     from plugin_host.broker.connection import Connection
@@ -346,30 +346,14 @@ class Broker:
         self.tick()
         session.retry_timer = None
         conn = session.conn
-        if conn is None or not session.inflight or session.retry_interval <= 0:
+        interval = session.retry_interval
+        if conn is None or not session.inflight or interval <= 0:
             return
         now = time.monotonic()
-        interval = session.retry_interval
-        earliest = math.inf
-        for pid, entry in list(session.inflight.items()):
-            due = entry.sent_at + interval
-            if due <= now + 0.001:
-                entry.sent_at = now
-                if entry.state == AWAIT_ACK:
-                    data = conn._encode(
-                        entry.message, entry.qos, entry.sub_ids, entry.retain, pid, True
-                    )
-                    if data is None:
-                        session.drop_inflight(pid)
-                        continue
-                    conn.send_bytes(data)
-                else:
-                    conn.send_bytes(encode_pubrel(pid, conn.level))
-                due = now + interval
-            earliest = min(earliest, due)
+        earliest = conn.resend_inflight(session, older_than=now - interval + 0.001)
         if session.inflight and earliest < math.inf:
             session.retry_timer = self.timers.call_later(
-                max(0.0, earliest - now), self.retry_due, session
+                max(0.0, earliest + interval - now), self.retry_due, session
             )
 
     def _sweep_retained(self) -> None:

@@ -519,10 +519,18 @@ class Connection:
         offset = body + 2 + ((data[body] << 8) | data[body + 1])
         return data[:offset], data[offset + 2 :]
 
-    def resend_inflight(self, session: Session) -> None:
-        """Re-send every unacknowledged message (reconnect of a persistent session, v3 retry)."""
+    def resend_inflight(self, session: Session, older_than: float | None = None) -> float:
+        """Re-send unacknowledged messages with DUP (PUBREL for QoS 2 ones already received).
+
+        Every one on reconnect; for the v3 retry only those sent before ``older_than``.
+        Returns the earliest ``sent_at`` of the messages left alone (``inf`` if none).
+        """
         now = time.monotonic()
+        earliest = math.inf
         for pid, entry in list(session.inflight.items()):
+            if older_than is not None and entry.sent_at > older_than:
+                earliest = min(earliest, entry.sent_at)
+                continue
             entry.sent_at = now
             if entry.state == AWAIT_ACK:
                 data = self._encode(
@@ -534,7 +542,9 @@ class Connection:
                 self.out += data
             else:
                 self.out += encode_pubrel(pid, self.level)
+            earliest = min(earliest, now)
         self.wake()
+        return earliest
 
     # ------------------------------------------------------------------------------ reader
 
@@ -616,13 +626,17 @@ class Connection:
             if t is Publish:
                 pending = self._on_publish(packet)
             elif t is Puback:
-                pending = self._on_puback(packet)
+                self._on_puback(packet)
+                pending = None
             elif t is Pubrec:
-                pending = self._on_pubrec(packet)
+                self._on_pubrec(packet)
+                pending = None
             elif t is Pubrel:
-                pending = self._on_pubrel(packet)
+                self._on_pubrel(packet)
+                pending = None
             elif t is Pubcomp:
-                pending = self._on_pubcomp(packet)
+                self._on_pubcomp(packet)
+                pending = None
             elif t is Pingreq:
                 self.send_bytes(PINGRESP_BYTES)
                 pending = None
@@ -708,7 +722,6 @@ class Connection:
             clean_start=pkt.clean_start,
             keepalive=pkt.keepalive,
         )
-        del v5
         return pending
 
     def _refuse(self, refused: ConnectRefused) -> None:

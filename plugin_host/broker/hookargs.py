@@ -6,6 +6,7 @@ of this runs for a hook nobody implements.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from plugin_host.broker.props import to_hook
@@ -124,7 +125,6 @@ def published(
 
 
 def deliver(conn: Connection, message: Message, qos: int, retain: bool, v5: bool) -> dict[str, Any]:
-    import time
 
     args: dict[str, Any] = {
         "username": conn.username,
@@ -136,7 +136,7 @@ def deliver(conn: Connection, message: Message, qos: int, retain: bool, v5: bool
         "retain": retain,
     }
     if v5:
-        args["properties"] = to_hook(message.out_properties(time.monotonic()))
+        args["properties"] = to_hook(message.out_properties(time.monotonic()))  # exact expiry
     return args
 
 

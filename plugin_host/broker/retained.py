@@ -126,9 +126,9 @@ def _walk(node: _Node, words: list[str], i: int, found: list[Message]) -> None:
                 continue
             _walk(child, words, i + 1, found)
         return
-    child = node.children.get(word)
-    if child is not None:
-        _walk(child, words, i + 1, found)
+    exact = node.children.get(word)
+    if exact is not None:
+        _walk(exact, words, i + 1, found)
 
 
 def _collect_all(node: _Node, found: list[Message]) -> None:

@@ -86,10 +86,12 @@ class Router:
             for target in targets:
                 session = target.session
                 if session is publisher and target.local is not None:
-                    if target.local is False:
+                    local = target.local  # the merge without the no_local subscriptions
+                    if local is False or local is True:
                         continue
-                    target = target.local  # noqa: PLW2901 - the merge without no_local subs
-                session.deliver(message, target.qos, target.sub_ids, retain and target.rap)
+                    session.deliver(message, local.qos, local.sub_ids, retain and local.rap)
+                else:
+                    session.deliver(message, target.qos, target.sub_ids, retain and target.rap)
                 count += 1
             for group in groups:
                 picked = group.pick(self.policy)

@@ -26,7 +26,9 @@ from typing import Any
 
 import trio
 
+from plugin_host.broker.broker import Broker, BrokerHost
 from plugin_host.hooks.api import HookDispatch
+from plugin_host.server import ServerInfo
 from plugin_host.settings import BrokerConfig, Config, ListenerConfig
 
 __all__ = ["RunningBroker", "make_config", "run_broker"]
@@ -44,7 +46,7 @@ _LISTENER_FIELDS = {f.name for f in dataclasses.fields(ListenerConfig)} - {
 class RunningBroker:
     """A broker started by :func:`run_broker`."""
 
-    def __init__(self, info: Any, config: Config) -> None:
+    def __init__(self, info: ServerInfo, config: Config) -> None:
         self.info = info
         self.config = config
 
@@ -58,14 +60,16 @@ class RunningBroker:
         return self.info.address(name)
 
     @property
-    def broker(self) -> Any:
+    def broker(self) -> Broker:
         """The :class:`plugin_host.broker.broker.Broker` (sessions, counters, router)."""
-        return self.info.broker
+        broker = self.info.broker
+        assert broker is not None
+        return broker
 
     @property
-    def host(self) -> Any:
+    def host(self) -> BrokerHost:
         """The :class:`plugin_host.hooks.api.Host` view plugins get."""
-        return self.info.broker.host()
+        return self.broker.host()
 
     @property
     def plugins(self) -> Any:

@@ -48,7 +48,14 @@ class HookRecorder:
                 await self._changed.wait()
 
     @hookimpl
-    def on_register(self, peer_addr, peer_port, mountpoint, client_id, username):
+    def on_register(
+        self,
+        peer_addr: str,
+        peer_port: int,
+        mountpoint: str,
+        client_id: str,
+        username: str | None,
+    ) -> None:
         self.record(
             "on_register",
             peer_addr=peer_addr,
@@ -59,7 +66,15 @@ class HookRecorder:
         )
 
     @hookimpl
-    def on_register_m5(self, peer_addr, peer_port, mountpoint, client_id, username, properties):
+    def on_register_m5(
+        self,
+        peer_addr: str,
+        peer_port: int,
+        mountpoint: str,
+        client_id: str,
+        username: str | None,
+        properties: dict[str, Any],
+    ) -> None:
         self.record(
             "on_register_m5",
             peer_addr=peer_addr,
@@ -71,7 +86,16 @@ class HookRecorder:
         )
 
     @hookimpl
-    def on_publish(self, username, mountpoint, client_id, qos, topic, payload, retain):
+    def on_publish(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+    ) -> None:
         self.record(
             "on_publish",
             username=username,
@@ -85,8 +109,16 @@ class HookRecorder:
 
     @hookimpl
     def on_publish_m5(
-        self, username, mountpoint, client_id, qos, topic, payload, retain, properties
-    ):
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        properties: dict[str, Any],
+    ) -> None:
         self.record(
             "on_publish_m5",
             username=username,
@@ -100,7 +132,13 @@ class HookRecorder:
         )
 
     @hookimpl
-    def on_subscribe(self, username, mountpoint, client_id, topics):
+    def on_subscribe(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        topics: Any,
+    ) -> None:
         self.record(
             "on_subscribe",
             username=username,
@@ -110,7 +148,14 @@ class HookRecorder:
         )
 
     @hookimpl
-    def on_subscribe_m5(self, username, mountpoint, client_id, topics, properties):
+    def on_subscribe_m5(
+        self,
+        username: str | None,
+        mountpoint: str,
+        client_id: str,
+        topics: Any,
+        properties: dict[str, Any],
+    ) -> None:
         self.record(
             "on_subscribe_m5",
             username=username,
@@ -121,13 +166,26 @@ class HookRecorder:
         )
 
     @hookimpl
-    def on_topic_unsubscribed(self, mountpoint, client_id, topics):
+    def on_topic_unsubscribed(
+        self,
+        mountpoint: str,
+        client_id: str,
+        topics: Any,
+    ) -> None:
         self.record(
             "on_topic_unsubscribed", mountpoint=mountpoint, client_id=client_id, topics=topics
         )
 
     @hookimpl
-    def on_offline_message(self, mountpoint, client_id, qos, topic, payload, retain):
+    def on_offline_message(
+        self,
+        mountpoint: str,
+        client_id: str,
+        qos: int,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+    ) -> None:
         self.record(
             "on_offline_message",
             mountpoint=mountpoint,
@@ -139,7 +197,16 @@ class HookRecorder:
         )
 
     @hookimpl
-    def on_message_drop(self, mountpoint, client_id, topic, qos, payload, properties, reason):
+    def on_message_drop(
+        self,
+        mountpoint: str,
+        client_id: str,
+        topic: str,
+        qos: int,
+        payload: bytes,
+        properties: dict[str, Any],
+        reason: str,
+    ) -> None:
         self.record(
             "on_message_drop",
             mountpoint=mountpoint,
@@ -152,17 +219,33 @@ class HookRecorder:
         )
 
     @hookimpl
-    def on_client_wakeup(self, mountpoint, client_id):
+    def on_client_wakeup(
+        self,
+        mountpoint: str,
+        client_id: str,
+    ) -> None:
         self.record("on_client_wakeup", mountpoint=mountpoint, client_id=client_id)
 
     @hookimpl
-    def on_client_offline(self, mountpoint, client_id):
+    def on_client_offline(
+        self,
+        mountpoint: str,
+        client_id: str,
+    ) -> None:
         self.record("on_client_offline", mountpoint=mountpoint, client_id=client_id)
 
     @hookimpl
-    def on_client_gone(self, mountpoint, client_id):
+    def on_client_gone(
+        self,
+        mountpoint: str,
+        client_id: str,
+    ) -> None:
         self.record("on_client_gone", mountpoint=mountpoint, client_id=client_id)
 
     @hookimpl
-    def on_session_expired(self, mountpoint, client_id):
+    def on_session_expired(
+        self,
+        mountpoint: str,
+        client_id: str,
+    ) -> None:
         self.record("on_session_expired", mountpoint=mountpoint, client_id=client_id)

@@ -192,6 +192,7 @@ async def test_maximum_packet_size_of_client_is_respected(mqtt_broker):
         await pub.publish("t", b"fits", qos=1)
         message = await small.receive()
         assert message.payload == b"fits"
+        await small.sync()  # our PUBACK was handled before the PINGRESP came back
         assert mqtt_broker.broker.counters.dropped["max_packet_size_exceeded"] == 1
         assert not mqtt_broker.broker.sessions[("", "small")].inflight
 
