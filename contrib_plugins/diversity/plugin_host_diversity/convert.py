@@ -25,7 +25,7 @@ class ConversionError(ValueError):
 
 
 def is_table(value: Any) -> bool:
-    return lua_type(value) == "table"
+    return bool(lua_type(value) == "table")
 
 
 def text(value: Any, what: str = "value") -> str:
@@ -54,7 +54,7 @@ def type_name(value: Any) -> str:
     return kind if kind else type(value).__name__
 
 
-def number(value: Any) -> int | float:
+def number(value: Any) -> Any:
     """Lua numbers: integral floats become ``int`` (JSON/Lua arithmetic produces them)."""
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
