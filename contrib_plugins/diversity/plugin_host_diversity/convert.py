@@ -16,6 +16,8 @@ from lupa.lua54 import LuaRuntime, lua_type
 
 __all__ = ["MAX_DEPTH", "ConversionError", "from_lua", "is_table", "text", "to_lua"]
 
+_LUA_MIN, _LUA_MAX = -(2**63), 2**63 - 1
+
 #: Deepest table nesting converted (cycles and absurd nesting end as a clear error).
 MAX_DEPTH = 64
 
@@ -118,8 +120,11 @@ def _key(key: Any, strings: str) -> Any:
 
 def to_lua(lua: LuaRuntime, value: Any, _depth: int = 0) -> Any:
     """Convert plain Python data to Lua values (``str`` encoded, containers as tables)."""
-    if value is None or isinstance(value, bool | int | float | bytes):
+    if value is None or isinstance(value, bool | float | bytes):
         return value
+    if isinstance(value, int):
+        # Lua integers are 64-bit; larger ones (JSON allows them) become floats, as in Lua.
+        return value if _LUA_MIN <= value <= _LUA_MAX else float(value)
     if isinstance(value, str):
         return value.encode("utf-8")
     if _depth >= MAX_DEPTH:

@@ -38,6 +38,7 @@ assert(json.encode({a = {}}) == '{"a":{}}')
 assert(equals(json.decode('{"a":[]}'), {a = {}}))
 assert(json.decode("[1, 2.5, true]")[2] == 2.5)
 assert(json.decode('"h\\u00e9"') == "h\195\169")
+assert(json.decode("[123456789012345678901234567890]")[1] > 1e29)
 -- what cannot be encoded/decoded gives nil
 assert(json.encode({f = function() end}) == nil)
 assert(json.encode({bad = "\255"}) == nil)
