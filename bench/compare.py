@@ -317,8 +317,11 @@ def render(run: dict[str, Any]) -> str:
         if "error" in c:
             notes.append(f"{where}: ERROR {c['error'].splitlines()[0][:400]}")
         res = c.get("result") or {}
+        shown = cells.get((c["scenario"], c["variant"])) is c
         for n in res.get("notes", []):
-            notes.append(f"{where}: {n}")
+            # machine load matters for the figure shown; the other runs' only add noise here
+            if shown or not n.startswith("other processes used"):
+                notes.append(f"{where}: {n}")
         b = c.get("broker") or {}
         if b.get("killed"):
             notes.append(f"{where}: broker ignored SIGTERM for 10 s and was killed")
