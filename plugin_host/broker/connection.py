@@ -42,6 +42,7 @@ from plugin_host.mqtt import (
     Connect,
     Disconnect,
     MQTTError,
+    Parser,
     Pingreq,
     Puback,
     Pubcomp,
@@ -181,8 +182,6 @@ class Connection:
     )
 
     def __init__(self, broker: Broker, stream: trio.abc.Stream, listener: BoundListener) -> None:
-        from plugin_host.mqtt import Parser
-
         cfg = broker.cfg
         self.broker = broker
         self.stream = stream
