@@ -42,6 +42,9 @@ class BoundListener:
     addresses: list[tuple[str, int]]
     active: int = 0
     rejected: int = 0
+    #: For TLS listeners: the peer certificate (DER) of an accepted stream, for the hooks'
+    #: ``client_cert`` argument (``forward_connection_opts``); None on plain TCP.
+    client_cert: Callable[[trio.abc.Stream], bytes | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: Cancelled to stop accepting (graceful shutdown) while connections keep running.
     accept_scope: trio.CancelScope = field(default_factory=trio.CancelScope)

@@ -818,3 +818,20 @@ async def test_enhanced_authentication_failures():
             ):
                 pass
         assert info.value.reason_code == 0x8C  # nobody implements on_auth_m5
+
+
+async def test_forward_connection_opts():
+    rec = AuthAll()
+    listeners = [
+        ListenerConfig(
+            kind="tcp", name="fwd", host="127.0.0.1", port=0, forward_connection_opts=True
+        )
+    ]
+    async with run_broker(plugins={"rec": rec}, listeners=listeners) as broker:
+        async with open_client(broker.address, client_id="f"):
+            pass
+        (args,) = rec.of("auth_on_register")
+        assert args["listener_addr"] == "127.0.0.1"
+        assert args["listener_port"] == broker.address[1]
+        assert args["listener_type"] == "mqtt"
+        assert args["client_cert"] is None
