@@ -623,8 +623,11 @@ class ScenarioError(Exception):
 
 
 def _worker_entry(scenario: str, spec: dict[str, Any], opts: LoadOptions, conn: Connection) -> None:
-    # Ctrl-C goes to the whole foreground process group: the driver handles it and stops us
+    # Ctrl-C goes to the whole foreground process group: the driver handles it and stops us;
+    # SIGTERM (from the driver, when we do not finish on our own) ends us at once, whatever
+    # handler the driver installed before forking
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if opts.cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, opts.cpus)
     _raise_fd_limit()
