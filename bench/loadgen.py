@@ -69,7 +69,7 @@ class LoadOptions:
     duration: float = 10.0  # seconds of measurement per scenario
     warmup: float = 2.0  # seconds of load before the measurement window opens
     drain: float = 5.0  # longest wait for in-flight messages once publishers stop
-    workers: int = 1  # load generator processes
+    workers: int = 1  # processes for the connection storm (throughput scenarios use one)
     payload_size: int = 64
     batch: int = 100  # QoS 0 PUBLISH packets per send_all
     qos1_window: int = 100  # outstanding PUBACKs per QoS 1 publisher
