@@ -34,6 +34,7 @@ from plugin_host.mqtt import validate_topic_name
 
 if TYPE_CHECKING:
     from plugin_host.broker.connection import Connection
+    from plugin_host.broker.store import SessionStore
     from plugin_host.broker.trie import SubOptions
     from plugin_host.listeners.tcp import BoundListener
     from plugin_host.settings import Config
@@ -103,8 +104,8 @@ class Broker:
         self.counters = Counters()
         self.shutting_down = False
         self._log = structlog.get_logger("plugin_host.host")
-        #: Optional durable store observing session/retained changes (next issue).
-        self.store: Any = None
+        #: A durable store observing every state change (None: memory only).
+        self.store: SessionStore | None = None
         # Per-batch snapshot (see tick()): a monotonic clock and, indexed by "is MQTT 5",
         # whether the per-message hooks are implemented.
         self.clock = time.monotonic()
@@ -134,6 +135,15 @@ class Broker:
         self.timers.call_later(RETAINED_SWEEP_INTERVAL, self._sweep_retained)
         task_status.started()
         await self.timers.run()
+
+    def attach_store(self, store: SessionStore) -> None:
+        """Attach a durable store (before serving): it observes every state change."""
+        self.store = store
+        self.router.on_retained_change = store.retained_changed
+        for mountpoint, retained in self.router.retained.items():
+            retained.on_change = lambda topic, message, mp=mountpoint: store.retained_changed(
+                mp, topic, message
+            )
 
     def set_hooks(self, hooks: HookDispatch) -> None:
         """Install the plugin dispatcher (before serving)."""
@@ -187,6 +197,7 @@ class Broker:
         if session is None:
             session = Session(self, mountpoint, client_id)
             self.sessions[sid] = session
+            # (the store hears about it from set_expiry(), right after registration)
         elif session.expiry_timer is not None:
             session.expiry_timer.cancel()
             session.expiry_timer = None
@@ -285,7 +296,8 @@ class Broker:
 
     def _end_session(self, session: Session) -> None:
         """Delete a session: subscriptions, queue, timers (a pending will is sent now)."""
-        if self.sessions.get(session.sid) is session:
+        deleted = self.sessions.get(session.sid) is session
+        if deleted:
             del self.sessions[session.sid]
         will_timer = session.will_timer
         if will_timer is not None and not will_timer.cancelled:
@@ -299,6 +311,8 @@ class Broker:
         session.discard_messages()
         if dropped:
             log.debug("session_messages_discarded", client_id=session.client_id, count=dropped)
+        if deleted and self.store is not None:
+            self.store.session_deleted(session)
         if had_subs and self.hooks.implemented("on_topic_unsubscribed"):
             self.hooks.notify(
                 "on_topic_unsubscribed",

@@ -342,7 +342,7 @@ class Connection:
             message, qos, sub_ids, retain = queue[0]
             if not self.send_message(message, qos, sub_ids, retain):
                 break
-            queue.popleft()
+            session.unqueue()
 
     async def _drain_hooked(self, session: Session) -> None:
         """As :meth:`_drain`, asking on_deliver(_m5) before each message."""
@@ -363,7 +363,7 @@ class Connection:
                     message = _modified_delivery(message, outcome.modifiers, self.v5)
             if not self.send_message(message, qos, sub_ids, retain):
                 break
-            queue.popleft()
+            session.unqueue()
 
     # ------------------------------------------------------------------------------ sending
 

@@ -8,6 +8,7 @@ message fanned out to 1000 v3.1.1 subscribers at QoS 0 is encoded once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from plugin_host.broker.retained import RetainedStore
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
 class Router:
     """Subscription tries and retained stores, one of each per mountpoint."""
 
-    __slots__ = ("policy", "retained", "tries")
+    __slots__ = ("on_retained_change", "policy", "retained", "tries")
 
     def __init__(self, shared_policy: str = "round_robin") -> None:
         self.tries: dict[str, SubscriptionTrie] = {}
         self.retained: dict[str, RetainedStore] = {}
+        #: ``(mountpoint, topic, message_or_None)`` after every retained change (a store).
+        self.on_retained_change: Callable[[str, str, Message | None], None] | None = None
         self.policy = "random" if shared_policy == "random" else "round_robin"
 
     # -- subscriptions -------------------------------------------------------------------------
@@ -51,6 +54,9 @@ class Router:
         store = self.retained.get(mountpoint)
         if store is None:
             store = self.retained[mountpoint] = RetainedStore()
+            if self.on_retained_change is not None:
+                observer = self.on_retained_change
+                store.on_change = lambda topic, message: observer(mountpoint, topic, message)
         return store
 
     def retain(self, message: Message) -> None:

@@ -6,10 +6,10 @@ QoS 2 packet ids received and waiting for PUBREL (``incoming_qos2``), and the ex
 timers. The :class:`~plugin_host.broker.connection.Connection` attached to it (``conn``) is the
 network side; a session without one is offline.
 
-Every change of that state goes through a method of this class (``add_subscription``,
-``remove_subscription``, ``enqueue``, ``take_inflight``/``_send``, ``ack``, ``pubrec``,
-``incoming_qos2_add``/``_remove``, ``set_expiry``). A durable store only has to observe those
-methods (the ``store`` attribute of the broker is called from them when set).
+Every change of that state goes through a method of this class (``set_expiry``,
+``add_subscription``, ``remove_subscription``, ``enqueue``, ``unqueue``, ``add_inflight``,
+``ack``, ``pubrec``, ``drop_inflight``, ``incoming_qos2_add``/``_remove``), and each of them
+tells ``broker.store`` (a :class:`~plugin_host.broker.store.SessionStore`, when one is attached).
 """
 
 from __future__ import annotations
@@ -133,6 +133,9 @@ class Session:
 
     def set_expiry(self, interval: float | None) -> None:
         self.expiry_interval = interval
+        store = self.broker.store
+        if store is not None:
+            store.session_saved(self)
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -145,6 +148,9 @@ class Session:
             self.broker.router.unsubscribe(self, self.subscriptions[key])
         self.subscriptions[key] = opts
         self.broker.router.subscribe(self, opts)
+        store = self.broker.store
+        if store is not None:
+            store.subscription_added(self, opts)
         return new
 
     def remove_subscription(self, full_filter: str) -> bool:
@@ -152,13 +158,15 @@ class Session:
         if opts is None:
             return False
         self.broker.router.unsubscribe(self, opts)
+        store = self.broker.store
+        if store is not None:
+            store.subscription_removed(self, full_filter)
         return True
 
     def clear_subscriptions(self) -> list[str]:
         removed = list(self.subscriptions)
-        for opts in self.subscriptions.values():
-            self.broker.router.unsubscribe(self, opts)
-        self.subscriptions.clear()
+        for key in removed:
+            self.remove_subscription(key)
         return removed
 
     # -- delivery ------------------------------------------------------------------------------
@@ -200,11 +208,24 @@ class Session:
             self.broker.message_dropped(self, message, "queue_full")
             return
         if 0 < limit <= len(queue):
-            old = queue.popleft()
-            self.broker.message_dropped(self, old[0], "queue_full")
-        queue.append((message, qos, sub_ids, retain))
+            self.unqueue("queue_full")
+        entry = (message, qos, sub_ids, retain)
+        queue.append(entry)
+        store = self.broker.store
+        if store is not None:
+            store.message_queued(self, entry)
         if offline:
             self.broker.offline_message(self, message, qos)
+
+    def unqueue(self, reason: str = "sent") -> Queued:
+        """Take the oldest queued delivery: ``"sent"`` (to the connection) or a drop reason."""
+        entry: Queued = self.queue.popleft()
+        store = self.broker.store
+        if store is not None:
+            store.message_unqueued(self, entry, reason)
+        if reason != "sent":
+            self.broker.message_dropped(self, entry[0], reason)
+        return entry
 
     def alloc_packet_id(self) -> int:
         """A packet id not used by any message in flight (1..65535, cycling)."""
@@ -221,6 +242,9 @@ class Session:
 
     def add_inflight(self, pid: int, entry: Inflight) -> None:
         self.inflight[pid] = entry
+        store = self.broker.store
+        if store is not None:
+            store.inflight_added(self, pid, entry)
         if self.retry_timer is None and self.retry_interval > 0 and self.protocol_level != 5:
             self.retry_timer = self.broker.timers.call_later(
                 self.retry_interval, self.broker.retry_due, self
@@ -234,6 +258,9 @@ class Session:
         if qos == 2 and entry.state != AWAIT_COMP:
             return None
         del self.inflight[pid]
+        store = self.broker.store
+        if store is not None:
+            store.inflight_removed(self, pid)
         return entry
 
     def pubrec(self, pid: int, now: float) -> Inflight | None:
@@ -243,11 +270,18 @@ class Session:
             return None
         entry.state = AWAIT_COMP
         entry.sent_at = now
+        store = self.broker.store
+        if store is not None:
+            store.inflight_changed(self, pid, entry)
         return entry
 
     def drop_inflight(self, pid: int) -> Inflight | None:
-        """Forget a message in flight (v5 PUBREC with an error reason code)."""
-        return self.inflight.pop(pid, None)
+        """Forget a message in flight (v5 PUBREC with an error reason code, or undeliverable)."""
+        entry = self.inflight.pop(pid, None)
+        store = self.broker.store
+        if entry is not None and store is not None:
+            store.inflight_removed(self, pid)
+        return entry
 
     # -- incoming QoS 2 ------------------------------------------------------------------------
 
@@ -255,10 +289,16 @@ class Session:
         if self.incoming_qos2 is _NO_IDS:
             self.incoming_qos2 = set()
         self.incoming_qos2.add(pid)
+        store = self.broker.store
+        if store is not None:
+            store.incoming_qos2_changed(self, pid, True)
 
     def incoming_qos2_remove(self, pid: int) -> bool:
         if pid in self.incoming_qos2:
             self.incoming_qos2.remove(pid)
+            store = self.broker.store
+            if store is not None:
+                store.incoming_qos2_changed(self, pid, False)
             return True
         return False
 
