@@ -117,9 +117,10 @@ class Broker:
     def tick(self) -> float:
         """Refresh the snapshot the per-message path reads (once per read batch, timer...).
 
-        The hot path must not ask the dispatcher per message and per delivery; hooks change
-        only between batches (a plugin's ``hooks_changed()`` runs in its own task), so one
-        look-up per batch is exact.
+        The hot path must not ask the dispatcher per message and per delivery. A change of the
+        active hooks (a plugin's ``hooks_changed()``) therefore takes effect for a client from
+        its next read batch (and at once for everything else: timers, subscribes, the
+        writers, which ask the dispatcher directly).
         """
         self.clock = now = time.monotonic()
         impl = self.hooks.implemented

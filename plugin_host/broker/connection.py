@@ -653,7 +653,7 @@ class Connection:
                 return False
             if pending is not None:
                 await pending
-                broker.tick()  # time passed, hooks may have changed meanwhile
+                broker.clock = time.monotonic()  # time passed (hook changes: next batch)
         return not self.closing
 
     def _protocol_error(self, exc: MQTTError) -> None:
