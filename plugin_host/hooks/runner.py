@@ -29,7 +29,7 @@ import inspect
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pluggy
@@ -42,7 +42,7 @@ from plugin_host.hooks.normalise import deny_outcome, normalise_result
 from plugin_host.hooks.results import EXHAUSTED, UNCHANGED, Outcome
 from plugin_host.hooks.specs import ALL_HOOKS, CHAIN_HOOKS, RESULT_OPTIONAL_HOOKS
 
-__all__ = ["ChainMember", "Dispatcher", "HookCall", "trace_enabled"]
+__all__ = ["ChainMember", "Dispatcher", "HookCall", "HookStats", "trace_enabled"]
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +69,22 @@ class ChainMember:
     on_error: Literal["deny", "next"] = "deny"
 
 
+class HookStats:
+    """Calls, failures and time spent in one plugin's implementation of one hook.
+
+    Plain numbers bumped on every call (read by ``/metrics`` at scrape time): ``calls``
+    finished calls, ``errors`` calls that raised, timed out or returned an invalid result,
+    ``seconds`` total wall time of the calls (awaiting included).
+    """
+
+    __slots__ = ("calls", "errors", "seconds")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.seconds = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class HookCall:
     """One precompiled hookimpl of one hook."""
@@ -78,6 +94,7 @@ class HookCall:
     argnames: tuple[str, ...]
     is_async: bool
     on_error_next: bool
+    stats: HookStats = field(default_factory=HookStats)
 
 
 _Notification = tuple[str, Mapping[str, Any]]
@@ -160,6 +177,8 @@ class Dispatcher(HookDispatch):
         self.dropped_by_hook: dict[str, int] = {}
         #: Hookimpl calls that raised, timed out or returned an invalid result.
         self.errors = 0
+        #: Per (plugin, hook) call statistics; kept across recompiles.
+        self.stats: dict[tuple[str, str], HookStats] = {}
         self._enqueued = 0
         self._taken = 0
         self._dropped_since_warning = 0
@@ -222,6 +241,7 @@ class Dispatcher(HookDispatch):
                         argnames=tuple(impl.argnames),
                         is_async=inspect.iscoroutinefunction(impl.function),
                         on_error_next=on_error[name],
+                        stats=self.stats.setdefault((name, hook), HookStats()),
                     )
                 )
             if calls:
@@ -276,6 +296,7 @@ class Dispatcher(HookDispatch):
 
     def _failed(self, call: HookCall, hook: str, reason: str) -> Outcome | None:
         self.errors += 1
+        call.stats.errors += 1
         if call.on_error_next:
             return None
         return deny_outcome(hook, call.plugin, reason)
@@ -283,6 +304,8 @@ class Dispatcher(HookDispatch):
     async def _chain_step(
         self, call: HookCall, hook: str, args: Mapping[str, Any]
     ) -> Outcome | None:
+        stats = call.stats
+        started = time.perf_counter()
         try:
             value = await self._invoke(call, args)
         except _Timeout:
@@ -305,6 +328,9 @@ class Dispatcher(HookDispatch):
                 exc_info=exc,
             )
             return self._failed(call, hook, "plugin_error")
+        finally:
+            stats.calls += 1
+            stats.seconds += time.perf_counter() - started
         try:
             return normalise_result(hook, value, args, call.plugin)
         except InvalidResult as exc:
@@ -413,14 +439,17 @@ class Dispatcher(HookDispatch):
     # ----------------------------------------------------------------------------------------
 
     async def _notify_one(self, call: HookCall, hook: str, args: Mapping[str, Any]) -> None:
-        started = time.perf_counter() if self.trace else 0.0
+        stats = call.stats
+        started = time.perf_counter()
         try:
             await self._invoke(call, args)
         except _Timeout:
             self.errors += 1
+            stats.errors += 1
             log.error("hook_timeout", plugin=call.plugin, hook=hook, timeout=self.hook_timeout)
         except Exception as exc:
             self.errors += 1
+            stats.errors += 1
             log.error(
                 "hook_failed",
                 plugin=call.plugin,
@@ -428,6 +457,9 @@ class Dispatcher(HookDispatch):
                 error=f"{type(exc).__name__}: {exc}",
                 exc_info=exc,
             )
+        finally:
+            stats.calls += 1
+            stats.seconds += time.perf_counter() - started
         if self.trace:
             log.info(
                 "hook_result",

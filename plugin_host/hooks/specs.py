@@ -39,6 +39,7 @@ shape depends on the hook), ``properties: dict`` (MQTT 5 properties, ``p_*`` key
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -559,6 +560,20 @@ def plugin_host_active_hooks() -> set[str] | frozenset[str] | None:
     """
 
 
+@hookspec
+def plugin_host_metrics() -> Iterable[Any] | None:
+    """Return the plugin's own metrics for a scrape of ``GET /metrics`` (optional).
+
+    Return an iterable of ``prometheus_client`` metric families
+    (``prometheus_client.core.CounterMetricFamily``, ``GaugeMetricFamily``,
+    ``SummaryMetricFamily`` ...) built from the plugin's plain counters, or ``None``. Called on
+    every scrape, on the event loop: read numbers, do no I/O. Name the families after the
+    plugin (``webhooks_...``). A family whose name another plugin or the broker already
+    uses is skipped with a warning; an exception is logged with the plugin name and the
+    scrape goes on without that plugin's metrics. See ``docs/metrics.md``.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # The catalogue the runner and the manager use
 # --------------------------------------------------------------------------------------------
@@ -587,7 +602,12 @@ RESULT_OPTIONAL_HOOKS: frozenset[str] = frozenset(
 
 #: Hooks about the plugin itself, not MQTT events; never dispatched by the broker.
 META_HOOKS: frozenset[str] = frozenset(
-    {"plugin_host_lifespan", "plugin_host_config_schema", "plugin_host_active_hooks"}
+    {
+        "plugin_host_lifespan",
+        "plugin_host_config_schema",
+        "plugin_host_active_hooks",
+        "plugin_host_metrics",
+    }
 )
 
 
