@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -30,13 +30,33 @@ from plugin_host.broker.router import Router
 from plugin_host.broker.session import Session
 from plugin_host.broker.timers import TimerWheel
 from plugin_host.hooks.api import HookDispatch, NoHooks, SessionInfo
+from plugin_host.reload import ReloadCallback, ReloadRegistry
 from plugin_host.mqtt import validate_topic_name
+from plugin_host.mqtt.packets import (
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+)
 
 if TYPE_CHECKING:
     from plugin_host.broker.connection import Connection
     from plugin_host.broker.store import SessionStore
     from plugin_host.broker.trie import SubOptions
-    from plugin_host.listeners.tcp import BoundListener
+    from plugin_host.listeners.manager import ListenerManager
+    from plugin_host.listeners.tcp import BoundListener, ConnectionInfo
     from plugin_host.settings import Config
 
 log = structlog.get_logger(__name__)
@@ -46,12 +66,37 @@ RC_SERVER_SHUTTING_DOWN = 0x8B
 RC_ADMINISTRATIVE_ACTION = 0x98
 #: How long shutdown waits for connections to flush their DISCONNECT and close.
 SHUTDOWN_DRAIN_TIMEOUT = 5.0
+#: Every packet class (the keys of ``Counters.packets_received``).
+PACKET_CLASSES: tuple[type[Packet], ...] = (
+    Connect,
+    Connack,
+    Publish,
+    Puback,
+    Pubrec,
+    Pubrel,
+    Pubcomp,
+    Subscribe,
+    Suback,
+    Unsubscribe,
+    Unsuback,
+    Pingreq,
+    Pingresp,
+    Disconnect,
+    Auth,
+)
 #: How often expired retained messages are swept.
 RETAINED_SWEEP_INTERVAL = 60.0
 
 
 class Counters:
-    """Broker-wide counters (read by metrics and $SYS)."""
+    """Broker-wide counters (read by metrics and $SYS at scrape time: plain numbers only).
+
+    ``packets_received`` is keyed by packet class (counted as the reader handles them);
+    ``packets_sent`` is indexed by packet type number and counts what is buffered for sending
+    except first deliveries of PUBLISH, which ``publishes_sent`` counts per QoS (as
+    ``publishes_received`` does for incoming PUBLISH). ``connects_refused_by`` is keyed by
+    the (MQTT 5) CONNACK reason code.
+    """
 
     __slots__ = (
         "auth_cancelled",
@@ -59,11 +104,16 @@ class Counters:
         "bytes_sent",
         "connects",
         "connects_refused",
+        "connects_refused_by",
         "dropped",
-        "messages_received",
         "messages_routed",
+        "packets_received",
+        "packets_sent",
         "protocol_errors",
         "publishes_denied",
+        "publishes_received",
+        "publishes_sent",
+        "started_at",
         "subscribes_denied",
         "takeovers",
     )
@@ -74,18 +124,38 @@ class Counters:
         self.bytes_sent = 0
         self.connects = 0
         self.connects_refused = 0
-        self.messages_received = 0
+        self.connects_refused_by: dict[int, int] = {}
         self.messages_routed = 0
+        self.packets_received: dict[type[Packet], int] = dict.fromkeys(PACKET_CLASSES, 0)
+        self.packets_sent = [0] * 16
         self.protocol_errors = 0
         self.publishes_denied = 0
+        self.publishes_received = [0, 0, 0]
+        self.publishes_sent = [0, 0, 0]
+        self.started_at = time.monotonic()
         self.subscribes_denied = 0
         self.takeovers = 0
         #: Dropped messages by reason: buffer_full, queue_full, expired, max_packet_size_exceeded.
         self.dropped: dict[str, int] = {}
 
+    @property
+    def messages_received(self) -> int:
+        """PUBLISH packets received from clients (every QoS)."""
+        return sum(self.publishes_received)
+
     def as_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in self.__slots__ if name != "dropped"}
+        out = {
+            name: getattr(self, name)
+            for name in self.__slots__
+            if name not in ("dropped", "packets_received", "started_at")
+        }
+        for name in ("connects_refused_by", "packets_sent", "publishes_received", "publishes_sent"):
+            out[name] = out[name].copy()
+        out["messages_received"] = self.messages_received
         out["dropped"] = dict(self.dropped)
+        out["packets_received"] = {
+            cls.packet_type.name.lower(): n for cls, n in self.packets_received.items()
+        }
         return out
 
 
@@ -106,6 +176,10 @@ class Broker:
         self._log = structlog.get_logger("plugin_host.host")
         #: A durable store observing every state change (None: memory only).
         self.store: SessionStore | None = None
+        #: The MQTT listeners, set by the server: ``listeners.show()/start(id)/stop(id)``.
+        self.listeners: ListenerManager | None = None
+        #: What ``reload()`` (SIGHUP, admin API) runs: TLS certificates, plugins' reloads.
+        self.reloads = ReloadRegistry()
         # Per-batch snapshot (see tick()): a monotonic clock and, indexed by "is MQTT 5",
         # whether the per-message hooks are implemented.
         self.clock = time.monotonic()
@@ -151,14 +225,20 @@ class Broker:
         self.hooks = hooks
         self.tick()
 
-    async def handle_connection(self, stream: trio.abc.Stream, listener: BoundListener) -> None:
-        """Listener callback: serve one client connection."""
+    async def handle_connection(
+        self, stream: trio.abc.Stream, listener: BoundListener, info: ConnectionInfo | None = None
+    ) -> None:
+        """Listener callback: serve one client connection (``info``: what TLS/PROXY learnt)."""
         from plugin_host.broker.connection import Connection
 
         if self.shutting_down:
             await trio.aclose_forcefully(stream)
             return
-        await Connection(self, stream, listener).run()
+        await Connection(self, stream, listener, info).run()
+
+    async def reload(self) -> dict[str, Any]:
+        """Reload what can be reloaded (what SIGHUP does): ``{part: outcome}``."""
+        return await self.reloads.run()
 
     async def shutdown(self) -> None:
         """Close every connection (v5 DISCONNECT 0x8B) and wait until they are gone."""
@@ -474,11 +554,12 @@ class Broker:
 class BrokerHost:
     """What plugins get as ``host`` (implements :class:`plugin_host.hooks.api.Host`)."""
 
-    __slots__ = ("_broker", "_log")
+    __slots__ = ("_broker", "_log", "_name")
 
     def __init__(self, broker: Broker, name: str | None = None) -> None:
         self._broker = broker
         self._log = broker.log.bind(plugin=name) if name else broker.log
+        self._name = name
 
     def bind(self, name: str) -> BrokerHost:
         """The same host with its logger bound to plugin ``name``."""
@@ -520,3 +601,11 @@ class BrokerHost:
 
     def hooks_changed(self) -> None:
         self._broker.hooks_changed()
+
+    def on_reload(self, callback: ReloadCallback) -> Callable[[], None]:
+        """Run ``callback`` (sync or async) on every reload: SIGHUP or the admin API.
+
+        The server owns SIGHUP (trio gives a signal to one receiver only), so a plugin must not
+        open its own receiver. Returns the function that unregisters the callback.
+        """
+        return self._broker.reloads.register(self._name or "plugin", callback)

@@ -70,7 +70,7 @@ from plugin_host.mqtt.primitives import decode_varint
 if TYPE_CHECKING:
     from plugin_host.broker.broker import Broker
     from plugin_host.hooks.results import Outcome
-    from plugin_host.listeners.tcp import BoundListener
+    from plugin_host.listeners.tcp import BoundListener, ConnectionInfo
 
 log = structlog.get_logger(__name__)
 
@@ -159,6 +159,7 @@ class Connection:
         "connected",
         "deliver_hook",
         "end_kind",
+        "info",
         "keepalive",
         "level",
         "listener",
@@ -181,12 +182,20 @@ class Connection:
         "window",
     )
 
-    def __init__(self, broker: Broker, stream: trio.abc.Stream, listener: BoundListener) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        stream: trio.abc.Stream,
+        listener: BoundListener,
+        info: ConnectionInfo | None = None,
+    ) -> None:
         cfg = broker.cfg
         self.broker = broker
         self.stream = stream
         self.listener = listener
-        self.peer_addr, self.peer_port = _peer_of(stream)
+        #: What the listener learnt before MQTT: PROXY peer, TLS client certificate, identity.
+        self.info = info
+        self.peer_addr, self.peer_port = info.peer if info is not None else _peer_of(stream)
         self.parser = Parser(server_side=True, max_packet_size=cfg.max_message_size or None)
         self.level = 4
         self.v5 = False
@@ -280,6 +289,7 @@ class Connection:
         if reason_code is not None and self.v5 and self.connected:
             props = {"reason_string": reason} if reason and self.problem_info else None
             self.out += encode_disconnect(reason_code, MQTT_5, props)
+            self.broker.counters.packets_sent[14] += 1
         self._read_scope.cancel()
         self._finish_writing()
 
@@ -368,7 +378,9 @@ class Connection:
     # ------------------------------------------------------------------------------ sending
 
     def send_bytes(self, data: bytes) -> None:
+        """Buffer one encoded packet (not a first PUBLISH delivery: see send_message)."""
         self.out += data
+        self.broker.counters.packets_sent[data[0] >> 4] += 1
         task = self._parked
         if task is not None:
             self._parked = None
@@ -420,6 +432,7 @@ class Connection:
                 if data is None:
                     return True
             out += data
+            self.broker.counters.publishes_sent[0] += 1
             task = self._parked
             if task is not None:
                 self._parked = None
@@ -459,6 +472,7 @@ class Connection:
                 return True
             out += data
         session.add_inflight(pid, Inflight(message, qos, sub_ids, retain, self.broker.clock))
+        self.broker.counters.publishes_sent[qos] += 1
         task = self._parked
         if task is not None:
             self._parked = None
@@ -539,8 +553,10 @@ class Connection:
                     session.drop_inflight(pid)
                     continue
                 self.out += data
+                self.broker.counters.packets_sent[3] += 1
             else:
                 self.out += encode_pubrel(pid, self.level)
+                self.broker.counters.packets_sent[6] += 1
             earliest = min(earliest, now)
         self.wake()
         return earliest
@@ -558,6 +574,7 @@ class Connection:
                 data = await stream.receive_some(READ_SIZE)
                 if not data:
                     return
+                self.broker.counters.bytes_received += len(data)
                 try:
                     packets = parser.feed(data)
                 except MQTTError as exc:
@@ -618,10 +635,12 @@ class Connection:
         """Handle packets in order; False when the connection must stop reading."""
         broker = self.broker
         broker.tick()
+        received = broker.counters.packets_received
         for packet in packets:
             if self.closing:
                 return False
             t = type(packet)
+            received[t] += 1
             if t is Publish:
                 pending = self._on_publish(packet)
             elif t is Puback:
@@ -692,12 +711,17 @@ class Connection:
 
     async def _handshake(self, pkt: Connect) -> bytes:
         """Run CONNECT to CONNACK. Returns bytes read meanwhile (to parse next)."""
+        self.broker.counters.packets_received[Connect] += 1
         raw_level = pkt.protocol_level
         self.level = level = raw_level & 0x7F
         self.v5 = v5 = level == MQTT_5
         self.bridge = raw_level & 0x80 != 0
         self.variant_key = 8 if v5 else 0
         self.parser.protocol_level = level
+        if self.info is not None and self.info.username is not None:
+            # use_identity_as_username / proxy_protocol_use_cn_as_username: the certificate's
+            # CN replaces the CONNECT username before authentication (auth_on_register sees it).
+            pkt.username = self.info.username
         self.client_id = pkt.client_id
         self.username = pkt.username
         structlog.contextvars.bind_contextvars(client_id=pkt.client_id)
@@ -724,7 +748,10 @@ class Connection:
         return pending
 
     def _refuse(self, refused: ConnectRefused) -> None:
-        self.broker.counters.connects_refused += 1
+        counters = self.broker.counters
+        counters.connects_refused += 1
+        by_code = counters.connects_refused_by
+        by_code[refused.code] = by_code.get(refused.code, 0) + 1
         log.info(
             "connect_refused",
             client_id=self.client_id,
@@ -953,6 +980,7 @@ class Connection:
                 if not data:
                     gone = True
                     return
+                self.broker.counters.bytes_received += len(data)
                 received.extend(data)
 
         try:
@@ -1006,6 +1034,7 @@ class Connection:
             data = await self.stream.receive_some(READ_SIZE)
             if not data:
                 raise _ClientGone()
+            self.broker.counters.bytes_received += len(data)
             try:
                 packets = self.parser.feed(data)
             except MQTTError as exc:
@@ -1049,7 +1078,7 @@ class Connection:
             if self.v5 and len(session.incoming_qos2) >= self.broker.cfg.receive_max_broker:
                 self._protocol_error(MQTTError(RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded"))
                 return None
-        self.broker.counters.messages_received += 1
+        self.broker.counters.publishes_received[qos] += 1
         if self.rate_limit:
             now = trio.current_time()
             if now >= self.rate_window:
@@ -1161,9 +1190,11 @@ class Connection:
             # PUBACK / PUBREC with success: the same 4 bytes in every protocol version.
             if p.qos == 1:
                 self.out += bytes((0x40, 2, pid >> 8, pid & 0xFF))
+                self.broker.counters.packets_sent[4] += 1
             else:
                 session.incoming_qos2_add(pid)
                 self.out += bytes((0x50, 2, pid >> 8, pid & 0xFF))
+                self.broker.counters.packets_sent[5] += 1
             task = self._parked
             if task is not None:
                 self._parked = None
