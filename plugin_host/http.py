@@ -17,6 +17,9 @@ the same everywhere. The surface is deliberately small::
   version, chain depth. Bad files fail at once with :class:`TLSConfigError` naming the option.
 * :class:`HTTPPool`: one HTTP/1.1 keep-alive connection pool bounded to ``size`` connections;
   idle connections are dropped after ``idle_timeout``. ``request`` reads the whole response.
+  Two deadlines: ``timeout`` bounds the whole request; ``connect_timeout`` (optional) bounds
+  opening a new connection (the TCP connect, and the TLS handshake, each), so an unreachable
+  server fails fast while a slow answer still has the whole ``timeout``.
 * :class:`HTTPRequestError`: the only exception ``request`` raises (besides cancellation), with
   ``kind`` in ``{"timeout", "connect", "tls", "protocol", "pool"}`` and a message that says
   what really happened (for a TLS verification failure, OpenSSL's verify message).
@@ -377,7 +380,10 @@ class HTTPPool:
     ready :class:`ssl.SSLContext`; ``None`` = system CAs with verification. ``ssl_context``
     may carry the context already built from ``tls`` by :func:`build_ssl_context`, so that
     pools with the same options share one (loading the system CAs takes ~40 ms). ``timeout`` is
-    the default per-request deadline in seconds (``None`` = none). Bodies larger than
+    the default per-request deadline in seconds (``None`` = none). ``connect_timeout`` is the
+    default bound in seconds on opening a new connection: the TCP connect and the TLS handshake
+    are each given at most that long (``None``, the default: only ``timeout`` bounds them;
+    either way the whole request stays within ``timeout``). Bodies larger than
     ``max_response_size`` bytes are refused (kind ``"protocol"``).
 
     Use it as an async context manager, or call :meth:`aclose`. A request made on a
@@ -394,14 +400,17 @@ class HTTPPool:
         ssl_context: ssl.SSLContext | None = None,
         timeout: float | None = 5.0,
         max_response_size: int = 16 * 1024 * 1024,
+        connect_timeout: float | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"pool size must be >= 1, got {size}")
+        _check_timeout("connect_timeout", connect_timeout)
         import httpx2  # lazy: see the module docstring
 
         self._httpx2 = httpx2
         self.size = size
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.max_response_size = max_response_size
         if isinstance(tls, ssl.SSLContext):
             ssl_context = tls
@@ -481,29 +490,46 @@ class HTTPPool:
         # A per-request timeout is the interface (webhooks' response_timeout, Lua's options):
         # callers should not each wrap trio.fail_after and lose the phase it expired in.
         timeout: float | None = None,  # noqa: ASYNC109
+        connect_timeout: float | None = None,
     ) -> HTTPResponse:
         """Send one request and return the whole response (any status).
 
         ``timeout`` (seconds) bounds everything: waiting for a pooled connection, connecting,
-        TLS, sending and reading; ``None`` uses the pool's default. Raises
-        :class:`HTTPRequestError`; cancellation propagates (the connection is then closed).
+        TLS, sending and reading; ``None`` uses the pool's default. ``connect_timeout``
+        (seconds) bounds the TCP connect and the TLS handshake of a new connection, each;
+        ``None`` uses the pool's default. Raises :class:`HTTPRequestError` (a connect timeout
+        is kind ``"timeout"``); cancellation propagates (the connection is then closed).
         """
         if self._closed:
             raise HTTPRequestError("pool", "the HTTP pool is closed", url=url)
         parsed = self._url(url)
         if timeout is None:
             timeout = self.timeout
+        if connect_timeout is None:
+            connect_timeout = self.connect_timeout
+        else:
+            _check_timeout("connect_timeout", connect_timeout)
         header_list: list[tuple[str, str]] = (
             list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
         )
         deadline = trio.current_time() + timeout if timeout is not None else float("inf")
         try:
-            return await self._attempt(method, parsed, url, body, header_list, deadline, timeout)
+            return await self._attempt(
+                method, parsed, url, body, header_list, deadline, timeout, connect_timeout
+            )
         except _RetryOnFreshConnection:
             # The server closed an idle keep-alive connection just as we used it; nothing was
             # answered, so sending once more on a new connection is safe.
             return await self._attempt(
-                method, parsed, url, body, header_list, deadline, timeout, retry=False
+                method,
+                parsed,
+                url,
+                body,
+                header_list,
+                deadline,
+                timeout,
+                connect_timeout,
+                retry=False,
             )
 
     async def _attempt(
@@ -515,6 +541,7 @@ class HTTPPool:
         headers: list[tuple[str, str]],
         deadline: float,
         timeout: float | None,  # noqa: ASYNC109 (only for the message; deadline rules)
+        connect_timeout: float | None,
         *,
         retry: bool = True,
     ) -> HTTPResponse:
@@ -523,6 +550,10 @@ class HTTPPool:
         extensions: dict[str, Any] = {"trace": attempt}
         if self._server_name:
             extensions["sni_hostname"] = self._server_name
+        if connect_timeout is not None:
+            # httpcore2 gives the TCP connect and the TLS handshake this long each; read,
+            # write and pool waits stay unbounded there (our deadline covers them).
+            extensions["timeout"] = {"connect": connect_timeout}
         try:
             request = httpx2.Request(
                 method, parsed, headers=headers, content=body, extensions=extensions
@@ -558,6 +589,13 @@ class HTTPPool:
             raise
         except _DepthExceeded as exc:
             raise HTTPRequestError("tls", str(exc), url=url) from None
+        except httpx2.ConnectTimeout as exc:
+            if connect_timeout is None:  # pragma: no cover - httpcore2 had no connect bound
+                raise self._classify(exc, attempt, url, retry) from None
+            phase = "during the TLS handshake" if attempt.phase == "tls" else "while connecting"
+            raise HTTPRequestError(
+                "timeout", f"connect timed out after {connect_timeout:g}s {phase}", url=url
+            ) from None
         except httpx2.TransportError as exc:
             raise self._classify(exc, attempt, url, retry) from None
         assert scope.cancelled_caught
@@ -598,6 +636,11 @@ class HTTPPool:
 
 class _RetryOnFreshConnection(Exception):
     pass
+
+
+def _check_timeout(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds or None, got {value!r}")
 
 
 class PoolSet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from functools import partial
 
 import pytest
 import trio
@@ -283,3 +284,63 @@ async def test_pool_set_owns_and_closes_its_pools() -> None:
 def test_pool_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="pool size"):
         HTTPPool(size=0)
+
+
+async def _silent_tcp_server(nursery: trio.Nursery) -> int:
+    """A TCP server that accepts connections and never says anything (a stuck TLS peer)."""
+    listeners = await nursery.start(partial(trio.serve_tcp, _hold_open, 0, host="127.0.0.1"))
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def _hold_open(stream: trio.SocketStream) -> None:
+    async with stream:
+        await trio.sleep_forever()
+
+
+async def test_connect_timeout_bounds_the_tls_handshake() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await _silent_tcp_server(nursery)
+        async with HTTPPool(size=1, timeout=30, connect_timeout=0.2) as pool:
+            start = trio.current_time()
+            with pytest.raises(HTTPRequestError) as info:
+                await pool.request("GET", f"https://127.0.0.1:{port}/")
+            elapsed = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    assert info.value.kind == "timeout"
+    assert str(info.value) == "connect timed out after 0.2s during the TLS handshake"
+    assert 0.2 <= elapsed < 10  # the 30 s request timeout did not apply
+
+
+async def test_per_request_connect_timeout_overrides_the_pool_default() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await _silent_tcp_server(nursery)
+        async with HTTPPool(size=1, timeout=30, connect_timeout=20) as pool:
+            with pytest.raises(HTTPRequestError) as info:
+                await pool.request("GET", f"https://127.0.0.1:{port}/", connect_timeout=0.1)
+        nursery.cancel_scope.cancel()
+    assert str(info.value) == "connect timed out after 0.1s during the TLS handshake"
+
+
+async def test_connect_timeout_does_not_bound_a_slow_response() -> None:
+    async with open_http_server() as server, HTTPPool(size=1, connect_timeout=0.05) as pool:
+        server.delay = 0.3  # longer than the connect timeout, well within the request timeout
+        response = await pool.request("GET", server.url("/"), timeout=10)
+    assert response.status == 200
+
+
+async def test_without_connect_timeout_the_request_timeout_bounds_connecting() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await _silent_tcp_server(nursery)
+        async with HTTPPool(size=1, timeout=0.2) as pool:
+            assert pool.connect_timeout is None
+            with pytest.raises(HTTPRequestError) as info:
+                await pool.request("GET", f"https://127.0.0.1:{port}/")
+        nursery.cancel_scope.cancel()
+    assert info.value.kind == "timeout"
+    assert str(info.value) == "timed out after 0.2s during the TLS handshake"
+
+
+@pytest.mark.parametrize("value", [0, -1.0])
+def test_connect_timeout_must_be_positive(value: float) -> None:
+    with pytest.raises(ValueError, match="connect_timeout must be > 0"):
+        HTTPPool(connect_timeout=value)

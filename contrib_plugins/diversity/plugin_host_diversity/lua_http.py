@@ -199,9 +199,14 @@ class _Pool:
 
 def _new_pool(options: PoolOptions, tls: TLSOptions) -> HTTPPool:
     # Builds the SSL context (reads certificate files): run in a worker thread.
-    # plugin_host.http bounds each request as a whole (pool wait, connect, TLS, send, read)
-    # by one deadline; connect_timeout_ms is checked but cannot be enforced separately yet.
-    return HTTPPool(size=options.size, tls=tls, timeout=options.timeout)
+    # timeout_ms bounds each request as a whole (pool wait, connect, TLS, send, read);
+    # connect_timeout_ms bounds the TCP connect and the TLS handshake of a new connection.
+    return HTTPPool(
+        size=options.size,
+        tls=tls,
+        timeout=options.timeout,
+        connect_timeout=options.connect_timeout,
+    )
 
 
 class LuaHTTP:

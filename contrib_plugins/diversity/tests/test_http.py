@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import trio
@@ -236,3 +237,34 @@ async def test_transport_failures_return_false(lua_dir, run) -> None:
                 assert await _call_register(plugin, "refused", b"") is True
         kinds = [e["kind"] for e in logs if e["event"] == "lua_http_request_failed"]
         assert kinds == ["timeout", "connect"]
+
+
+async def test_connect_timeout_ms_bounds_connecting_separately(lua_dir, run) -> None:
+    async def hold_open(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, hold_open, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        async with open_http_server() as server:
+            server.delay = 0.3  # slower than the connect timeout, well within timeout_ms
+            lua = lua_dir(
+                settings={"silent": f"https://127.0.0.1:{port}/", "slow": server.url("/slow")},
+                fail="""
+                local settings = require "lib.settings"
+                http.ensure_pool({pool_id = "p", timeout_ms = 30000, connect_timeout_ms = 100})
+                hooks = {auth_on_register = function(reg)
+                  local r = http.get("p", settings[reg.username])
+                  return r ~= false and r.status == 200
+                end}
+                """,
+            )
+            async with run({"script_dir": str(lua)}) as plugin:
+                with capture_logs() as logs, trio.fail_after(10):  # not the 30 s timeout_ms
+                    assert await _call_register(plugin, "silent", b"") == DENIED
+                    assert await _call_register(plugin, "slow", b"") is True
+        nursery.cancel_scope.cancel()
+    [failure] = [e for e in logs if e["event"] == "lua_http_request_failed"]
+    assert failure["kind"] == "timeout"
+    assert failure["reason"] == "connect timed out after 0.1s during the TLS handshake"
