@@ -9,6 +9,7 @@ Keys as in VerneMQ (spec 3.1)::
     webhooks.<name>.base64encode = on          # also spelled base64payload (vmq-admin)
     webhooks.<name>.no_payload = off
     webhooks.<name>.response_timeout = 5000    # ms
+    webhooks.connect_timeout = 2000            # ms; also per webhook (not in VerneMQ)
     webhooks.pool_max_connections = 100
     webhooks.pool_timeout = 60000              # ms an idle keep-alive connection is kept
     webhooks.cafile / certfile / keyfile / keyfile_password / tls_version / verify_peer / depth
@@ -17,7 +18,11 @@ Beyond VerneMQ: every TLS key may be set per webhook (``webhooks.<name>.cafile``
 overriding the global one; ``use_system_cas`` (default: on when no cafile is set);
 ``server_name`` (SNI and host name checked instead of the URL's host);
 ``webhooks.<name>.topic_filter`` for publish/deliver hooks; ``cache_max_entries`` and
-``cache_sweep_interval`` for the response cache. ``use_crls`` is accepted so a vernemq.conf
+``cache_sweep_interval`` for the response cache; ``connect_timeout`` (global, or per webhook)
+bounds opening a new connection: the TCP connect and the TLS handshake get that long each, so
+an unreachable endpoint fails fast while a slow answer still has the whole
+``response_timeout``. Unset (the default), only ``response_timeout`` bounds connecting.
+``use_crls`` is accepted so a vernemq.conf
 loads, but CRLs are not fetched (a warning says so when it is on).
 """
 
@@ -82,6 +87,13 @@ def schema() -> list[Key]:
         Key("*.base64payload", "bool", doc="same as base64encode (the vmq-admin spelling)"),
         Key("*.no_payload", "bool", default=False, doc="omit payload for auth_on_publish(_m5)"),
         Key("*.response_timeout", "duration_ms", default=5000, doc="per-request timeout"),
+        Key("*.connect_timeout", "duration_ms", doc="connect/TLS bound (default: the global)"),
+        Key(
+            "connect_timeout",
+            "duration_ms",
+            doc="bound on the TCP connect and the TLS handshake, each (default: unset, only "
+            "response_timeout bounds them)",
+        ),
         Key("*.topic_filter", "str", doc="call only for matching topics (publish/deliver hooks)"),
         Key("pool_max_connections", "int", default=100, doc="connections per endpoint pool"),
         Key("pool_timeout", "duration_ms", default=60000, doc="idle keep-alive time"),
@@ -107,6 +119,9 @@ class WebhookConfig:
     base64payload: bool = True
     no_payload: bool = False
     response_timeout: float = 5.0
+    #: seconds for the TCP connect and the TLS handshake of a new connection (None: unbounded
+    #: but for response_timeout)
+    connect_timeout: float | None = None
     topic_filter: str | None = None
     tls: TLSOptions = field(default_factory=TLSOptions)
     #: config keys the TLS options came from (for error messages), TLSOptions field -> key
@@ -120,6 +135,7 @@ class WebhooksSettings:
     webhooks: tuple[WebhookConfig, ...] = ()
     pool_max_connections: int = 100
     pool_timeout: float = 60.0
+    connect_timeout: float | None = None
     cache_max_entries: int = 100_000
     cache_sweep_interval: float = 10.0
     tls: TLSOptions = field(default_factory=TLSOptions)
@@ -159,6 +175,9 @@ def load_settings(section: PluginSection) -> WebhooksSettings:
     """Validate the typed section (see :func:`schema`); raises ConfigError with file and line."""
     values = section.values
     global_tls = {k: values[k] for k in TLS_KEYS if values.get(k) is not None}
+    global_connect = values.get("connect_timeout")
+    if global_connect is not None and global_connect <= 0:
+        raise section.error("connect_timeout", "must be > 0")
     webhooks = []
     for name, keys in sorted(section.group().items()):
         if "hook" not in keys or "endpoint" not in keys:
@@ -179,6 +198,9 @@ def load_settings(section: PluginSection) -> WebhooksSettings:
             problem = check_topic_filter(hook, topic_filter)
             if problem:
                 raise section.error(f"{name}.topic_filter", problem)
+        connect_timeout = keys.get("connect_timeout", global_connect)
+        if connect_timeout is not None and connect_timeout <= 0:
+            raise section.error(f"{name}.connect_timeout", "must be > 0")
         merged = dict(global_tls)
         origin = {TLS_KEYS[k]: k for k in global_tls}
         for key, option in TLS_KEYS.items():
@@ -193,6 +215,7 @@ def load_settings(section: PluginSection) -> WebhooksSettings:
                 base64payload=True if base64payload is None else base64payload,
                 no_payload=bool(keys.get("no_payload", False)),
                 response_timeout=float(keys.get("response_timeout", 5.0)),
+                connect_timeout=None if connect_timeout is None else float(connect_timeout),
                 topic_filter=topic_filter,
                 tls=_tls_options(merged),
                 tls_keys=tuple(sorted(origin.items())),
@@ -212,6 +235,7 @@ def load_settings(section: PluginSection) -> WebhooksSettings:
         webhooks=tuple(webhooks),
         pool_max_connections=numbers["pool_max_connections"],
         pool_timeout=float(values.get("pool_timeout", 60.0)),
+        connect_timeout=None if global_connect is None else float(global_connect),
         cache_max_entries=numbers["cache_max_entries"],
         cache_sweep_interval=sweep,
         tls=_tls_options(global_tls),

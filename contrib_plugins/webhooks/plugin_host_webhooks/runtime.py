@@ -106,6 +106,7 @@ class Webhook:
     __slots__ = (
         "base64payload",
         "config",
+        "connect_timeout",
         "endpoint",
         "filter",
         "headers",
@@ -125,6 +126,7 @@ class Webhook:
         self.base64payload = config.base64payload
         self.no_payload = config.no_payload
         self.response_timeout = config.response_timeout
+        self.connect_timeout = config.connect_timeout
         self.filter = TopicFilter(config.topic_filter) if config.topic_filter else None
         self.headers = [("content-type", "application/json"), ("vernemq-hook", config.hook)]
         self.pool = pool
@@ -139,6 +141,7 @@ class Webhook:
             "base64payload": self.base64payload,
             "no_payload": self.no_payload,
             "response_timeout": self.response_timeout,
+            "connect_timeout": self.connect_timeout,
             "topic_filter": self.config.topic_filter,
         }
 
@@ -297,9 +300,12 @@ class Webhooks:
         response_timeout: float = 5.0,
         topic_filter: str | None = None,
         name: str = "",
+        connect_timeout: float | None = None,
         **tls: Any,
     ) -> dict[str, Any]:
         """Add an endpoint to ``hook`` (after the existing ones); returns its ``show`` row.
+
+        Timeouts are in seconds; ``connect_timeout`` ``None`` takes the global setting.
 
         ``tls`` takes the per-webhook TLS keys of the config (``cafile``, ``certfile``,
         ``keyfile``, ``keyfile_password``, ``tls_version``, ``verify_peer``, ``depth``,
@@ -320,6 +326,10 @@ class Webhooks:
             raise WebhookError("invalid", f"unknown option(s): {', '.join(sorted(unknown))}")
         if response_timeout <= 0:
             raise WebhookError("invalid", "response_timeout must be > 0")
+        if connect_timeout is None:
+            connect_timeout = self.settings.connect_timeout
+        elif connect_timeout <= 0:
+            raise WebhookError("invalid", "connect_timeout must be > 0")
         if self._find(hook, endpoint) is not None:
             raise WebhookError("already_registered", f"{endpoint} is already registered for {hook}")
         overrides = {TLS_KEYS[k]: v for k, v in tls.items() if v is not None}
@@ -332,6 +342,7 @@ class Webhooks:
             base64payload=base64payload,
             no_payload=no_payload,
             response_timeout=response_timeout,
+            connect_timeout=connect_timeout,
             topic_filter=topic_filter,
             tls=TLSOptions(**merged),
         )
@@ -416,6 +427,7 @@ class Webhooks:
                 body=data,
                 headers=webhook.headers,
                 timeout=webhook.response_timeout,
+                connect_timeout=webhook.connect_timeout,
             )
         except trio.Cancelled:
             counters.cancelled += 1

@@ -20,8 +20,8 @@ import trustme
 
 from plugin_host.config import apply_schema, load_config
 from plugin_host.testing.http_server import TLSFiles, write_tls_files
-from plugin_host_webhooks import plugin
 from plugin_host_webhooks.config import schema
+from plugin_host_webhooks.plugin import WebhooksPlugin
 from plugin_host_webhooks.runtime import Webhooks
 
 
@@ -55,11 +55,18 @@ def host() -> PluginHost:
     return PluginHost()
 
 
+@pytest.fixture
+def plugin() -> WebhooksPlugin:
+    """A fresh plugin instance (what the manager makes per broker through
+    ``plugin_host_plugin``); call its hookimpls like the dispatcher does."""
+    return WebhooksPlugin()
+
+
 Runner = Callable[..., AbstractAsyncContextManager[Webhooks]]
 
 
 @pytest.fixture
-def webhooks(tmp_path: Path, host: PluginHost) -> Runner:
+def webhooks(tmp_path: Path, host: PluginHost, plugin: WebhooksPlugin) -> Runner:
     """``async with webhooks(conf_text, suffix=".conf") as runtime:`` runs the plugin with
     that configuration file (vernemq.conf style or TOML)."""
     counter = iter(range(1000))
@@ -173,7 +180,9 @@ def paho() -> Iterator[Callable[..., Paho]]:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Callable[..., AbstractAsyncContextManager[Any]]:
+def broker(
+    tmp_path: Path, plugin: WebhooksPlugin
+) -> Callable[..., AbstractAsyncContextManager[Any]]:
     """``async with broker(conf_text, plugins={...}) as running``: a real broker on an
     ephemeral port with the webhooks plugin (plus ``plugins``), configured by ``conf_text``."""
 

@@ -15,7 +15,6 @@ import trio.testing
 
 from plugin_host import Deny
 from plugin_host.testing.http_server import Request, Response, open_http_server
-from plugin_host_webhooks import plugin
 from plugin_host_webhooks.cache import max_age
 
 
@@ -52,7 +51,7 @@ def test_max_age_parsing(header: str | None, seconds: int | None) -> None:
 
 
 async def test_ok_results_are_cached_for_max_age_seconds(
-    webhooks: Any, mock_clock: trio.testing.MockClock, args: Any
+    webhooks: Any, mock_clock: trio.testing.MockClock, args: Any, plugin: Any
 ) -> None:
     async with open_http_server(Answer()) as server, webhooks() as runtime:
         await runtime.register("auth_on_publish", server.url("/"))
@@ -65,7 +64,9 @@ async def test_ok_results_are_cached_for_max_age_seconds(
         assert len(server.requests) == 2
 
 
-async def test_cache_key_ignores_payload_and_peer_port_only(webhooks: Any, args: Any) -> None:
+async def test_cache_key_ignores_payload_and_peer_port_only(
+    webhooks: Any, args: Any, plugin: Any
+) -> None:
     async with open_http_server(Answer()) as server, webhooks() as runtime:
         await runtime.register("auth_on_publish", server.url("/pub"))
         await runtime.register("auth_on_register", server.url("/reg"))
@@ -95,7 +96,7 @@ async def test_cache_key_ignores_payload_and_peer_port_only(webhooks: Any, args:
     "cache_control", ["no-store, max-age=60", "max-age=60, no-cache", "max-age=0", None]
 )
 async def test_responses_that_forbid_caching_are_not_cached(
-    webhooks: Any, cache_control: str | None, args: Any
+    webhooks: Any, cache_control: str | None, args: Any, plugin: Any
 ) -> None:
     answer = Answer(cache_control=cache_control)
     async with open_http_server(answer) as server, webhooks() as runtime:
@@ -111,7 +112,7 @@ async def test_responses_that_forbid_caching_are_not_cached(
     [({"result": "next"}, None), ({"result": {"error": "no"}}, Deny("no"))],
 )
 async def test_only_ok_results_are_cached(
-    webhooks: Any, result: Any, expected: Any, args: Any
+    webhooks: Any, result: Any, expected: Any, args: Any, plugin: Any
 ) -> None:
     async with open_http_server(Answer(result)) as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/"))
@@ -120,7 +121,7 @@ async def test_only_ok_results_are_cached(
         assert len(server.requests) == 2
 
 
-async def test_only_auth_hooks_are_cached(webhooks: Any, args: Any) -> None:
+async def test_only_auth_hooks_are_cached(webhooks: Any, args: Any, plugin: Any) -> None:
     async with open_http_server(Answer()) as server, webhooks() as runtime:
         await runtime.register("on_deliver", server.url("/"))
         await runtime.register("auth_on_subscribe", server.url("/"))
@@ -135,7 +136,9 @@ async def test_only_auth_hooks_are_cached(webhooks: Any, args: Any) -> None:
         ]
 
 
-async def test_modifiers_are_cached_without_the_payload(webhooks: Any, args: Any) -> None:
+async def test_modifiers_are_cached_without_the_payload(
+    webhooks: Any, args: Any, plugin: Any
+) -> None:
     answer = Answer({"result": "ok", "modifiers": {"payload": "bmV3", "qos": 0}})
     async with open_http_server(answer) as server, webhooks() as runtime:
         await runtime.register("auth_on_publish", server.url("/"))
@@ -151,7 +154,7 @@ async def test_modifiers_are_cached_without_the_payload(webhooks: Any, args: Any
 
 
 async def test_size_bound_evicts_the_least_recently_used(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     async with open_http_server(Answer()) as server:
         text = conf("vmq_webhooks.cache_max_entries = 2", a=f"auth_on_register {server.url('/')}")
@@ -177,6 +180,7 @@ async def test_sweeper_removes_expired_entries_in_the_background(
     conf: Any,
     mock_clock: trio.testing.MockClock,
     args: Any,
+    plugin: Any,
 ) -> None:
     answer = Answer(cache_control="max-age=5")
     async with open_http_server(answer) as server:
@@ -195,7 +199,7 @@ async def test_sweeper_removes_expired_entries_in_the_background(
             assert runtime.cache_show()[0]["entries"] == 1
 
 
-async def test_cache_show_reset_and_clear(webhooks: Any, args: Any) -> None:
+async def test_cache_show_reset_and_clear(webhooks: Any, args: Any, plugin: Any) -> None:
     async with open_http_server(Answer()) as server, webhooks() as runtime:
         url = server.url("/")
         await runtime.register("auth_on_register", url)

@@ -4,6 +4,7 @@ active hooks, the management API and the per-endpoint keep-alive pools."""
 from __future__ import annotations
 
 import socket
+from functools import partial
 from typing import Any
 
 import pytest
@@ -13,7 +14,6 @@ import trio.testing
 
 from plugin_host import Deny
 from plugin_host.testing.http_server import Request, Response, open_http_server
-from plugin_host_webhooks import plugin
 from plugin_host_webhooks.runtime import WebhookError
 
 
@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 async def test_webhooks_are_called_in_name_order_and_next_moves_on(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     handler = answers(a={"result": "next"}, b={"result": "next"}, c={"result": "ok"}, d={})
     async with open_http_server(handler) as server:
@@ -51,13 +51,13 @@ async def test_webhooks_are_called_in_name_order_and_next_moves_on(
         assert [r.path for r in server.requests] == ["/a", "/b", "/c"]
 
 
-async def test_all_next_is_next(webhooks: Any, conf: Any, args: Any) -> None:
+async def test_all_next_is_next(webhooks: Any, conf: Any, args: Any, plugin: Any) -> None:
     async with open_http_server(answers(a={"result": "next"})) as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/a"))
         assert await plugin.auth_on_register(**args.register) is None
 
 
-async def test_an_error_stops_the_chain(webhooks: Any, conf: Any, args: Any) -> None:
+async def test_an_error_stops_the_chain(webhooks: Any, conf: Any, args: Any, plugin: Any) -> None:
     handler = answers(a={"result": {"error": "banned"}}, b={"result": "ok"})
     async with open_http_server(handler) as server:
         text = conf(
@@ -70,7 +70,7 @@ async def test_an_error_stops_the_chain(webhooks: Any, conf: Any, args: Any) -> 
 
 
 async def test_runtime_registrations_come_after_configured_ones(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     handler = answers(z={"result": "next"}, a={"result": "ok"})
     async with open_http_server(handler) as server:
@@ -81,7 +81,7 @@ async def test_runtime_registrations_come_after_configured_ones(
 
 
 async def test_notifications_reach_every_endpoint_and_failures_are_counted(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     handler = answers(a=Response(status=503), b={}, c=Response(body=b"not json"))
     async with open_http_server(handler) as server:
@@ -104,7 +104,9 @@ async def test_notifications_reach_every_endpoint_and_failures_are_counted(
         assert [r.path for r in server.requests] == ["/a", "/b", "/c"]
 
 
-async def test_timeout_denies_and_is_counted(webhooks: Any, conf: Any, args: Any) -> None:
+async def test_timeout_denies_and_is_counted(
+    webhooks: Any, conf: Any, args: Any, plugin: Any
+) -> None:
     release = trio.Event()
 
     async def slow(request: Request) -> Response:
@@ -130,7 +132,7 @@ async def test_timeout_denies_and_is_counted(webhooks: Any, conf: Any, args: Any
 
 
 async def test_unreachable_endpoint_denies_with_the_reason(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/auth"
     async with webhooks(conf(a=f"auth_on_register {url}")):
@@ -143,7 +145,7 @@ async def test_unreachable_endpoint_denies_with_the_reason(
 
 
 async def test_failure_log_lines_are_rate_limited_per_endpoint(
-    webhooks: Any, conf: Any, args: Any, mock_clock: trio.testing.MockClock
+    webhooks: Any, conf: Any, args: Any, mock_clock: trio.testing.MockClock, plugin: Any
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/auth"
     async with webhooks(conf(a=f"auth_on_publish {url}")) as runtime:
@@ -159,7 +161,7 @@ async def test_failure_log_lines_are_rate_limited_per_endpoint(
 
 
 async def test_cancelled_auth_call_propagates_and_is_counted(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     arrived = trio.Event()
 
@@ -188,7 +190,7 @@ async def test_cancelled_auth_call_propagates_and_is_counted(
 
 
 async def test_topic_filter_limits_calls_to_matching_topics(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     handler = answers(f={"result": {"error": "filtered"}}, all={"result": "ok"})
     async with open_http_server(handler) as server:
@@ -215,7 +217,7 @@ async def test_topic_filter_limits_calls_to_matching_topics(
 
 
 async def test_active_hooks_follow_registrations(
-    webhooks: Any, conf: Any, host: Any, args: Any
+    webhooks: Any, conf: Any, host: Any, args: Any, plugin: Any
 ) -> None:
     async with open_http_server() as server:
         url = server.url("/")
@@ -238,7 +240,7 @@ async def test_active_hooks_follow_registrations(
             plugin.runtime()
 
 
-async def test_management_api(webhooks: Any) -> None:
+async def test_management_api(webhooks: Any, plugin: Any) -> None:
     async with open_http_server() as server, webhooks() as runtime:
         assert plugin.runtime() is runtime
         url = server.url("/hook")
@@ -252,6 +254,7 @@ async def test_management_api(webhooks: Any) -> None:
             "base64payload": False,
             "no_payload": True,
             "response_timeout": 2.5,
+            "connect_timeout": None,
             "topic_filter": None,
         }
         assert runtime.show() == [row]
@@ -276,7 +279,9 @@ async def test_management_api(webhooks: Any) -> None:
         assert runtime.show() == []
 
 
-async def test_one_keep_alive_pool_per_endpoint(webhooks: Any, conf: Any, args: Any) -> None:
+async def test_one_keep_alive_pool_per_endpoint(
+    webhooks: Any, conf: Any, args: Any, plugin: Any
+) -> None:
     async with open_http_server() as server:
         url = server.url("/shared")
         text = conf(a=f"auth_on_publish {url}", b=f"on_publish {url}")
@@ -295,7 +300,9 @@ async def test_one_keep_alive_pool_per_endpoint(webhooks: Any, conf: Any, args: 
                 await server.wait_until(lambda: server.connections_open == 0)
 
 
-async def test_pool_is_bounded_by_pool_max_connections(webhooks: Any, conf: Any, args: Any) -> None:
+async def test_pool_is_bounded_by_pool_max_connections(
+    webhooks: Any, conf: Any, args: Any, plugin: Any
+) -> None:
     gate = trio.Event()
 
     async def handler(request: Request) -> Response:
@@ -323,7 +330,7 @@ async def test_pool_is_bounded_by_pool_max_connections(webhooks: Any, conf: Any,
 
 
 async def test_pool_survives_a_server_that_closes_idle_connections(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     async with open_http_server(idle_timeout=0.05) as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/"))
@@ -337,7 +344,7 @@ async def test_pool_survives_a_server_that_closes_idle_connections(
 
 
 async def test_close_crossing_a_request_is_repeated_on_a_fresh_connection(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     async with open_http_server() as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/"))
@@ -347,3 +354,55 @@ async def test_close_crossing_a_request_is_repeated_on_a_fresh_connection(
         assert len(server.dropped) == 1
         assert server.connections_opened == 2
         assert runtime.counters["auth_on_register"].errors == 0
+
+
+async def test_connect_timeout_fails_fast_on_a_silent_tls_endpoint(
+    webhooks: Any, conf: Any, args: Any, plugin: Any
+) -> None:
+    async def hold_open(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, hold_open, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        text = conf(
+            "vmq_webhooks.connect_timeout = 200",
+            "vmq_webhooks.a.response_timeout = 30000",
+            a=f"auth_on_register https://127.0.0.1:{port}/auth",
+        )
+        async with webhooks(text) as runtime:
+            with structlog.testing.capture_logs() as logs:
+                start = trio.current_time()
+                assert await plugin.auth_on_register(**args.register) == Deny("timeout")
+                assert trio.current_time() - start < 10  # not the 30 s response timeout
+            [line] = [e for e in logs if e["event"] == "webhook_failed"]
+            assert line["reason"] == "connect timed out after 0.2s during the TLS handshake"
+            assert runtime.show()[0]["connect_timeout"] == 0.2
+        nursery.cancel_scope.cancel()
+
+
+async def test_two_plugin_instances_run_side_by_side(conf: Any, args: Any, tmp_path: Any) -> None:
+    """No module state: two brokers in one process each get their own webhooks."""
+    from plugin_host.config import apply_schema, load_config
+    from plugin_host_webhooks.config import schema
+    from plugin_host_webhooks.plugin import WebhooksPlugin, plugin_host_plugin
+
+    assert plugin_host_plugin is WebhooksPlugin
+    first, second = plugin_host_plugin(), plugin_host_plugin()
+    handler = answers(a={"result": "ok"}, b={"result": {"error": "no"}})
+    async with open_http_server(handler) as server:
+        sections = []
+        for name in ("a", "b"):
+            path = tmp_path / f"{name}.conf"
+            path.write_text(conf(**{name: f"auth_on_register {server.url('/' + name)}"}))
+            sections.append(apply_schema(load_config(path).section("webhooks"), schema()))
+        host = type("Host", (), {"log": structlog.get_logger(), "hooks_changed": lambda s: None})()
+        async with first.lifespan(host, sections[0]), second.lifespan(host, sections[1]):
+            assert first.runtime() is not second.runtime()
+            assert first.plugin_host_active_hooks() == frozenset({"auth_on_register"})
+            assert await first.auth_on_register(**args.register) is True
+            assert await second.auth_on_register(**args.register) == Deny("no")
+        assert not first.running and not second.running
+        with pytest.raises(RuntimeError, match="not running"):
+            first.runtime()

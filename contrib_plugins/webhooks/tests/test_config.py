@@ -217,3 +217,34 @@ async def test_duplicate_hook_and_endpoint_is_a_config_error(webhooks: Any, conf
     with pytest.raises(ConfigError, match="same hook and endpoint"):
         async with webhooks(text):
             pass
+
+
+def test_connect_timeout_is_global_with_per_webhook_overrides(tmp_path: Path) -> None:
+    settings = settings_from(
+        tmp_path,
+        "vmq_webhooks.connect_timeout = 250\n"
+        "vmq_webhooks.a.hook = auth_on_register\n"
+        "vmq_webhooks.a.endpoint = http://127.0.0.1:1/a\n"
+        "vmq_webhooks.b.hook = auth_on_publish\n"
+        "vmq_webhooks.b.endpoint = http://127.0.0.1:1/b\n"
+        "vmq_webhooks.b.connect_timeout = 1s\n",
+    )
+    assert settings.connect_timeout == 0.25
+    assert [w.connect_timeout for w in settings.webhooks] == [0.25, 1.0]
+
+
+def test_connect_timeout_is_unset_by_default(tmp_path: Path) -> None:
+    settings = settings_from(tmp_path, VERNEMQ_CONF)
+    assert settings.connect_timeout is None
+    assert [w.connect_timeout for w in settings.webhooks] == [None, None]
+
+
+def test_connect_timeout_must_be_positive(tmp_path: Path) -> None:
+    error = config_error(
+        tmp_path,
+        "vmq_webhooks.a.hook = auth_on_register\n"
+        "vmq_webhooks.a.endpoint = http://127.0.0.1:1/a\n"
+        "vmq_webhooks.a.connect_timeout = 0\n",
+    )
+    assert "webhooks.a.connect_timeout" in str(error)
+    assert "must be > 0" in str(error)

@@ -15,7 +15,6 @@ import trio.testing
 
 from plugin_host import hookimpl
 from plugin_host.testing.http_server import Request, Response, open_http_server
-from plugin_host_webhooks import plugin
 
 
 def raw_connect(client_id: str, username: str, password: str) -> bytes:
@@ -194,7 +193,7 @@ async def test_chain_order_with_a_python_plugin_follows_priorities(broker: Any, 
         assert gate.calls == ["guest"]
 
 
-async def test_auth_call_is_cancelled_when_the_client_goes_away(broker: Any) -> None:
+async def test_auth_call_is_cancelled_when_the_client_goes_away(broker: Any, plugin: Any) -> None:
     arrived = trio.Event()
 
     async def never(request: Request) -> Response:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from plugin_host.testing.http_server import Request, Response, open_http_server
-from plugin_host_webhooks import plugin
 
 
 def b64(data: bytes) -> str:
@@ -334,7 +333,7 @@ def _ids() -> list[str]:
 
 @pytest.mark.parametrize(("hook", "args", "expected"), CASES, ids=_ids())
 async def test_request_body_and_headers(
-    webhooks: Any, hook: str, args: dict[str, Any], expected: dict[str, Any]
+    webhooks: Any, hook: str, args: dict[str, Any], expected: dict[str, Any], plugin: Any
 ) -> None:
     async with open_http_server() as server, webhooks() as runtime:
         await runtime.register(hook, server.url(f"/{hook}"))
@@ -351,7 +350,9 @@ async def test_request_body_and_headers(
         assert b'": ' not in request.body and b', "' not in request.body  # compact JSON
 
 
-async def test_base64encode_off_sends_payload_and_cert_as_text(webhooks: Any, conf: Any) -> None:
+async def test_base64encode_off_sends_payload_and_cert_as_text(
+    webhooks: Any, conf: Any, plugin: Any
+) -> None:
     async def handler(request: Request) -> Response:
         return Response.json({"result": "ok"})
 
@@ -374,7 +375,9 @@ async def test_base64encode_off_sends_payload_and_cert_as_text(webhooks: Any, co
         assert pub["properties"]["p_user_property"] == [{"key": b64(b"k"), "val": b64(b"v")}]
 
 
-async def test_no_payload_omits_payload_for_auth_on_publish_only(webhooks: Any, conf: Any) -> None:
+async def test_no_payload_omits_payload_for_auth_on_publish_only(
+    webhooks: Any, conf: Any, plugin: Any
+) -> None:
     async with open_http_server() as server:
         text = conf(
             "vmq_webhooks.a.no_payload = on",
@@ -391,7 +394,9 @@ async def test_no_payload_omits_payload_for_auth_on_publish_only(webhooks: Any, 
         assert b["payload"] == b64(PAYLOAD)
 
 
-async def test_non_utf8_password_is_sent_with_replacement_characters(webhooks: Any) -> None:
+async def test_non_utf8_password_is_sent_with_replacement_characters(
+    webhooks: Any, plugin: Any
+) -> None:
     async with open_http_server() as server, webhooks() as runtime:
         await runtime.register("auth_on_register", server.url("/"))
         await plugin.auth_on_register(**{**REGISTER_V3, "password": b"pw\xff"})

@@ -15,7 +15,6 @@ import structlog
 
 from plugin_host import Deny
 from plugin_host.testing.http_server import Request, Response, open_http_server
-from plugin_host_webhooks import plugin
 
 
 def b64(data: bytes) -> str:
@@ -229,7 +228,9 @@ def _ids() -> list[str]:
 
 
 @pytest.mark.parametrize(("hook", "answer", "expected"), CASES, ids=_ids())
-async def test_response_decoding(webhooks: Any, hook: str, answer: Any, expected: Any) -> None:
+async def test_response_decoding(
+    webhooks: Any, hook: str, answer: Any, expected: Any, plugin: Any
+) -> None:
     async def handler(request: Request) -> Response:
         return Response(body=json.dumps(answer).encode())
 
@@ -250,7 +251,7 @@ async def test_response_decoding(webhooks: Any, hook: str, answer: Any, expected
     ],
 )
 async def test_bad_answers_deny_auth_hooks_with_a_log_line(
-    webhooks: Any, status: int, body: bytes, reason: str, detail: str
+    webhooks: Any, status: int, body: bytes, reason: str, detail: str, plugin: Any
 ) -> None:
     async def handler(request: Request) -> Response:
         return Response(status=status, body=body)
@@ -269,7 +270,7 @@ async def test_bad_answers_deny_auth_hooks_with_a_log_line(
 
 
 async def test_payload_modifier_is_not_decoded_when_base64encode_is_off(
-    webhooks: Any, conf: Any
+    webhooks: Any, conf: Any, plugin: Any
 ) -> None:
     async def handler(request: Request) -> Response:
         return Response.json({"result": "ok", "modifiers": {"payload": "plain text"}})

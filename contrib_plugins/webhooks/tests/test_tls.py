@@ -17,14 +17,15 @@ from plugin_host.testing.http_server import (
     self_signed_tls_context,
     server_tls_context,
 )
-from plugin_host_webhooks import plugin
 
 
 def failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [entry for entry in logs if entry["event"] == "webhook_failed"]
 
 
-async def test_private_ca_via_cafile(webhooks: Any, conf: Any, tls_files: Any, args: Any) -> None:
+async def test_private_ca_via_cafile(
+    webhooks: Any, conf: Any, tls_files: Any, args: Any, plugin: Any
+) -> None:
     async with open_http_server(tls=server_tls_context(tls_files.ca)) as server:
         text = conf(
             f"vmq_webhooks.cafile = {tls_files.cafile}", a=f"auth_on_register {server.url('/')}"
@@ -40,6 +41,7 @@ async def test_mutual_tls_with_a_password_protected_key(
     conf: Any,
     tls_files: Any,
     args: Any,
+    plugin: Any,
 ) -> None:
     tls = server_tls_context(tls_files.ca, require_client_cert=True)
     async with open_http_server(tls=tls) as server:
@@ -57,7 +59,7 @@ async def test_mutual_tls_with_a_password_protected_key(
 
 
 async def test_mutual_tls_with_a_plain_key(
-    webhooks: Any, conf: Any, tls_files: Any, args: Any
+    webhooks: Any, conf: Any, tls_files: Any, args: Any, plugin: Any
 ) -> None:
     tls = server_tls_context(tls_files.ca, require_client_cert=True)
     async with open_http_server(tls=tls) as server:
@@ -76,6 +78,7 @@ async def test_server_requiring_a_client_certificate_fails_closed(
     conf: Any,
     tls_files: Any,
     args: Any,
+    plugin: Any,
 ) -> None:
     tls = server_tls_context(tls_files.ca, require_client_cert=True)
     async with open_http_server(tls=tls) as server:
@@ -91,7 +94,7 @@ async def test_server_requiring_a_client_certificate_fails_closed(
 
 
 async def test_verify_peer_off_accepts_a_self_signed_server(
-    webhooks: Any, conf: Any, args: Any
+    webhooks: Any, conf: Any, args: Any, plugin: Any
 ) -> None:
     async with open_http_server(tls=self_signed_tls_context()) as server:
         url = server.url("/")
@@ -112,6 +115,7 @@ async def test_wrong_ca_fails_closed_with_a_clear_log_line(
     tls_files: Any,
     tmp_path: Path,
     args: Any,
+    plugin: Any,
 ) -> None:
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
@@ -137,6 +141,7 @@ async def test_per_webhook_tls_overrides_the_global_settings(
     tls_files: Any,
     tmp_path: Path,
     args: Any,
+    plugin: Any,
 ) -> None:
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
@@ -170,6 +175,7 @@ async def test_server_name_for_sni_and_hostname_check(
     conf: Any,
     tls_files: Any,
     args: Any,
+    plugin: Any,
 ) -> None:
     tls = server_tls_context(tls_files.ca, "auth.internal.test")
     async with open_http_server(tls=tls) as server:
