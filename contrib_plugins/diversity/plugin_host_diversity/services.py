@@ -276,10 +276,11 @@ class PluginServices:
             return bcrypt_lib.hashpw(password, salt)
 
         try:
-            # abandon_on_cancel: a cancelled caller does not wait for the hash to finish.
-            digest = await trio.to_thread.run_sync(
-                work, limiter=self.limiter, abandon_on_cancel=True
-            )
+            # Not abandon_on_cancel: an abandoned thread would outlive the plugin's lifespan
+            # (no owner), and one still hashing at interpreter exit aborts the process
+            # ("FATAL: exception not rethrown" from the Rust extension). A cancelled caller
+            # waits for the hash instead, which the limiter and the cost factor bound.
+            digest = await trio.to_thread.run_sync(work, limiter=self.limiter)
         except ValueError as exc:
             raise OpError(f"bcrypt.hashpw: invalid salt or hash ({exc})") from None
         return (digest,)
