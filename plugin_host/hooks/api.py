@@ -16,6 +16,12 @@ Rules the broker relies on:
   cancellable: cancelling the caller cancels the plugin calls.
 * ``notify(hook, args)`` never blocks and never raises: notification hooks run off the client's
   packet path in a bounded queue owned by the dispatcher.
+* Optional, for the per-message path (the plugin system's dispatcher has them; the broker falls
+  back to ``auth`` and full argument dicts when a dispatcher lacks them):
+  ``auth_now(hook, args)`` is ``auth`` without the coroutine when the chain answers at once (it
+  returns the ``Outcome``, or an awaitable of it to await at once); ``arguments(hook)`` is the
+  set of argument names the chain reads (the broker may leave the others out of ``args``);
+  ``generation`` changes whenever ``implemented``/``arguments`` may answer differently.
 * ``args`` uses the argument names and Python types of the plugin API (DESIGN section 4):
   ``peer_addr``, ``peer_port``, ``mountpoint``, ``client_id``, ``username``, ``password``
   (bytes), ``clean_session``/``clean_start``, ``qos``, ``topic``, ``payload`` (bytes),
@@ -50,10 +56,18 @@ class HookDispatch(Protocol):
 class NoHooks:
     """A dispatcher with no plugins: nothing is implemented, every chain allows."""
 
+    generation = 0
+
     def implemented(self, hook: str) -> bool:
         return False
 
+    def arguments(self, hook: str) -> frozenset[str]:
+        return frozenset()
+
     async def auth(self, hook: str, args: dict[str, Any]) -> Outcome:
+        return ALLOW
+
+    def auth_now(self, hook: str, args: Mapping[str, Any]) -> Outcome:
         return ALLOW
 
     def notify(self, hook: str, args: dict[str, Any]) -> None:

@@ -10,10 +10,18 @@ Hot-path rules:
 
 * :meth:`Dispatcher.implemented` is one frozenset lookup; :meth:`Dispatcher.notify` for a hook
   nobody answers is the same lookup and nothing else.
-* :meth:`Dispatcher.auth` does no allocation for a plain next/ok answer beyond the argument
-  tuple of each call.
+* :meth:`Dispatcher.auth_now` runs a chain synchronously as long as its hookimpls are plain
+  functions that answer at once: no coroutine, no cancel scope, arguments picked by a
+  precompiled getter, the shared :data:`~plugin_host.hooks.results.ALLOW` for ``True``. At the
+  first ``async def`` hookimpl (or a plain one that hands back an awaitable) it returns an
+  awaitable that runs the rest of the chain exactly like :meth:`Dispatcher.auth` does.
+  :meth:`Dispatcher.auth` is ``auth_now`` plus the await.
 * A plain (sync) hookimpl is called directly on the event loop: it must be quick. An
   ``async def`` one is awaited under ``hook_timeout``.
+* :meth:`Dispatcher.arguments` says which arguments the current chain of a hook takes (the
+  union of its hookimpls' argument names), so the broker can skip building what nobody reads;
+  :attr:`Dispatcher.generation` changes whenever the tables are rebuilt, so callers can cache
+  what they derived from them.
 * Notifications never block the caller: they are put on a bounded memory channel (one per
   worker; a client's notifications always go to the same worker, so they stay in order) and
   served by worker tasks owned by :meth:`Dispatcher.serve_notifications`. When a channel is
@@ -26,9 +34,10 @@ authentication data redacted, payloads shortened), each plugin's result and the 
 from __future__ import annotations
 
 import inspect
+import operator
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,12 +46,12 @@ import structlog
 import trio
 
 from plugin_host.hooks.api import HookDispatch
-from plugin_host.hooks.modifiers import InvalidResult
+from plugin_host.hooks.modifiers import LIST_RESULT_HOOKS, InvalidResult
 from plugin_host.hooks.normalise import deny_outcome, normalise_result
-from plugin_host.hooks.results import EXHAUSTED, UNCHANGED, Outcome
+from plugin_host.hooks.results import ALLOW, EXHAUSTED, UNCHANGED, Deny, Outcome
 from plugin_host.hooks.specs import ALL_HOOKS, CHAIN_HOOKS, RESULT_OPTIONAL_HOOKS
 
-__all__ = ["ChainMember", "Dispatcher", "HookCall", "HookStats", "trace_enabled"]
+__all__ = ["AuthResult", "ChainMember", "Dispatcher", "HookCall", "HookStats", "trace_enabled"]
 
 log = structlog.get_logger(__name__)
 
@@ -95,9 +104,29 @@ class HookCall:
     is_async: bool
     on_error_next: bool
     stats: HookStats = field(default_factory=HookStats)
+    #: Picks this hookimpl's arguments out of the args dict (a tuple; KeyError when one is
+    #: missing). ``None``: the hookimpl takes no argument.
+    extract: Callable[[Mapping[str, Any]], Sequence[Any]] | None = None
+
+
+def _extractor(argnames: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]] | None:
+    """A C-level getter of ``argnames`` (``operator.itemgetter``), always giving a sequence."""
+    if not argnames:
+        return None
+    if len(argnames) == 1:
+        getter = operator.itemgetter(argnames[0])
+        return lambda args: (getter(args),)
+    return operator.itemgetter(*argnames)
+
+
+#: Results that are certainly not awaitable (checked by type before ``inspect.isawaitable``).
+_PLAIN_RESULTS = frozenset({bool, dict, list, tuple, bytes, bytearray, Deny, type(None)})
 
 
 _Notification = tuple[str, Mapping[str, Any]]
+
+#: What :meth:`Dispatcher.auth_now` returns: the outcome, or an awaitable of it.
+AuthResult = Outcome | Awaitable[Outcome]
 
 
 class _Timeout(Exception):
@@ -165,6 +194,10 @@ class Dispatcher(HookDispatch):
         self.trace = trace_enabled() if trace is None else trace
         self._chains: dict[str, tuple[HookCall, ...]] = {}
         self._implemented: frozenset[str] = frozenset()
+        self._arguments: dict[str, frozenset[str]] = {}
+        #: Bumped by every :meth:`recompile`: what a caller derived from :meth:`implemented`
+        #: or :meth:`arguments` stays valid while this number is the same.
+        self.generation = 0
         per_worker = max(1, notify_queue_size // notify_workers)
         channels = [
             trio.open_memory_channel[_Notification](per_worker) for _ in range(notify_workers)
@@ -242,14 +275,29 @@ class Dispatcher(HookDispatch):
                         is_async=inspect.iscoroutinefunction(impl.function),
                         on_error_next=on_error[name],
                         stats=self.stats.setdefault((name, hook), HookStats()),
+                        extract=_extractor(tuple(impl.argnames)),
                     )
                 )
             if calls:
                 calls.sort(key=lambda call: order[call.plugin])
                 chains[hook] = tuple(calls)
+        arguments: dict[str, frozenset[str]] = {}
+        for hook, compiled in chains.items():
+            if self.trace:
+                # Traced calls log every argument of the hook, not only those impls take.
+                caller = getattr(self._pm.hook, hook)
+                spec = caller.spec.argnames if caller.spec is not None else ()
+                arguments[hook] = frozenset(spec).union(*(c.argnames for c in compiled))
+            else:
+                arguments[hook] = frozenset().union(*(c.argnames for c in compiled))
+            if hook in LIST_RESULT_HOOKS:
+                # Validating a rewritten topic list compares it with the requested one.
+                arguments[hook] = arguments[hook] | {"topics"}
         self._chains = chains
         self._implemented = frozenset(chains)
+        self._arguments = arguments
         self._restricted_chains: dict[tuple[str, tuple[str, ...]], tuple[HookCall, ...]] = {}
+        self.generation += 1
 
     def _restricted(self, hook: str, plugins: tuple[str, ...]) -> tuple[HookCall, ...] | None:
         key = (hook, plugins)
@@ -271,27 +319,44 @@ class Dispatcher(HookDispatch):
         """True when at least one enabled plugin currently answers ``hook``."""
         return hook in self._implemented
 
+    def arguments(self, hook: str) -> frozenset[str]:
+        """The argument names the current chain of ``hook`` reads (empty: none, or nobody
+        answers the hook). A caller may leave the other arguments out of the args dict.
+        With tracing on, every argument of the hook (they are all logged)."""
+        return self._arguments.get(hook, frozenset())
+
     # ----------------------------------------------------------------------------------------
     # Calling one hookimpl
     # ----------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _arguments_of(call: HookCall, args: Mapping[str, Any]) -> Sequence[Any]:
+        extract = call.extract
+        if extract is None:
+            return ()
+        try:
+            return extract(args)
+        except KeyError:
+            # The caller left an argument out (a test, a custom caller): it is None.
+            get = args.get
+            return [get(name) for name in call.argnames]
+
+    async def _await_value(self, value: Awaitable[Any]) -> Any:
+        """Await what a hookimpl handed back, under ``hook_timeout``; raises :class:`_Timeout`."""
+        with trio.move_on_after(self.hook_timeout) as scope:
+            return await value
+        if scope.cancelled_caught:
+            raise _Timeout
+        return None  # pragma: no cover - the body returned or raised
+
     async def _invoke(self, call: HookCall, args: Mapping[str, Any]) -> Any:
         """Call one hookimpl; raises what it raises, or :class:`_Timeout`."""
-        get = args.get
-        if call.is_async:
-            with trio.move_on_after(self.hook_timeout) as scope:
-                return await call.function(*[get(name) for name in call.argnames])
-            if scope.cancelled_caught:
-                raise _Timeout
-            return None  # pragma: no cover - the body returned or raised
-        value = call.function(*[get(name) for name in call.argnames])
-        if inspect.isawaitable(value):
-            # A plain function that hands back an awaitable (functools.partial of a coroutine
-            # function, a decorator...): treat it like an async hookimpl.
-            with trio.move_on_after(self.hook_timeout) as scope:
-                return await value
-            if scope.cancelled_caught:
-                raise _Timeout
+        value = call.function(*self._arguments_of(call, args))
+        if call.is_async or (value.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(value)):
+            # An async hookimpl, or a plain function that hands back an awaitable
+            # (functools.partial of a coroutine function, a decorator, a plugin's
+            # "answer later" object): awaited like an async hookimpl.
+            return await self._await_value(value)
         return value
 
     def _failed(self, call: HookCall, hook: str, reason: str) -> Outcome | None:
@@ -301,14 +366,9 @@ class Dispatcher(HookDispatch):
             return None
         return deny_outcome(hook, call.plugin, reason)
 
-    async def _chain_step(
-        self, call: HookCall, hook: str, args: Mapping[str, Any]
-    ) -> Outcome | None:
-        stats = call.stats
-        started = time.perf_counter()
-        try:
-            value = await self._invoke(call, args)
-        except _Timeout:
+    def _raised(self, call: HookCall, hook: str, exc: Exception) -> Outcome | None:
+        """A hookimpl raised (or timed out): log it with the plugin's name, apply on_error."""
+        if isinstance(exc, _Timeout):
             log.error(
                 "hook_timeout",
                 plugin=call.plugin,
@@ -317,20 +377,19 @@ class Dispatcher(HookDispatch):
                 on_error="next" if call.on_error_next else "deny",
             )
             return self._failed(call, hook, "plugin_timeout")
-        except Exception as exc:
-            # Cancellation (trio.Cancelled, a BaseException) is not caught: it propagates.
-            log.error(
-                "hook_failed",
-                plugin=call.plugin,
-                hook=hook,
-                error=f"{type(exc).__name__}: {exc}",
-                on_error="next" if call.on_error_next else "deny",
-                exc_info=exc,
-            )
-            return self._failed(call, hook, "plugin_error")
-        finally:
-            stats.calls += 1
-            stats.seconds += time.perf_counter() - started
+        log.error(
+            "hook_failed",
+            plugin=call.plugin,
+            hook=hook,
+            error=f"{type(exc).__name__}: {exc}",
+            on_error="next" if call.on_error_next else "deny",
+            exc_info=exc,
+        )
+        return self._failed(call, hook, "plugin_error")
+
+    def _normalised(
+        self, call: HookCall, hook: str, value: Any, args: Mapping[str, Any]
+    ) -> Outcome | None:
         try:
             return normalise_result(hook, value, args, call.plugin)
         except InvalidResult as exc:
@@ -342,6 +401,21 @@ class Dispatcher(HookDispatch):
                 on_error="next" if call.on_error_next else "deny",
             )
             return self._failed(call, hook, "invalid_result")
+
+    async def _chain_step(
+        self, call: HookCall, hook: str, args: Mapping[str, Any]
+    ) -> Outcome | None:
+        stats = call.stats
+        started = time.perf_counter()
+        try:
+            value = await self._invoke(call, args)
+        except Exception as exc:
+            # Cancellation (trio.Cancelled, a BaseException) is not caught: it propagates.
+            return self._raised(call, hook, exc)
+        finally:
+            stats.calls += 1
+            stats.seconds += time.perf_counter() - started
+        return self._normalised(call, hook, value, args)
 
     # ----------------------------------------------------------------------------------------
     # HookDispatch
@@ -361,14 +435,92 @@ class Dispatcher(HookDispatch):
         ``auth_plugins`` / ``authz_plugins``, spec 1.3); names that do not answer the hook
         are skipped. ``None`` = every plugin, in chain order.
         """
+        result = self.auth_now(hook, args, plugins)
+        if isinstance(result, Outcome):
+            return result
+        return await result
+
+    def auth_now(
+        self, hook: str, args: Mapping[str, Any], plugins: tuple[str, ...] | None = None
+    ) -> AuthResult:
+        """:meth:`auth` without the coroutine when the chain can answer at once.
+
+        Plain hookimpls are called right here, in order. When the chain is decided by them
+        (or exhausted), the :class:`Outcome` is returned. At the first ``async def``
+        hookimpl, or a plain one that returned an awaitable, the rest of the chain is
+        returned as an awaitable of the outcome: await it (at once) for exactly what
+        :meth:`auth` would have done, timeouts and ``on_error`` included. With tracing on
+        the whole chain is an awaitable (the traced runner logs every step).
+        """
         chain = self._chains.get(hook) if plugins is None else self._restricted(hook, plugins)
-        if chain is not None:
-            if self.trace:
-                return await self._auth_traced(hook, args, chain)
-            for call in chain:
-                outcome = await self._chain_step(call, hook, args)
-                if outcome is not None:
-                    return outcome
+        if chain is None:
+            return UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
+        if self.trace:
+            return self._auth_traced(hook, args, chain)
+        perf = time.perf_counter
+        for index, call in enumerate(chain):
+            if call.is_async:
+                return self._auth_rest(hook, args, chain, index, None, 0.0)
+            stats = call.stats
+            started = perf()
+            try:
+                extract = call.extract
+                if extract is None:
+                    value = call.function()
+                else:
+                    try:
+                        values = extract(args)
+                    except KeyError:
+                        values = self._arguments_of(call, args)
+                    value = call.function(*values)
+            except Exception as exc:
+                stats.calls += 1
+                stats.seconds += perf() - started
+                outcome = self._raised(call, hook, exc)
+            else:
+                if value is True:  # the common answer: the shared ALLOW, nothing to check
+                    stats.calls += 1
+                    stats.seconds += perf() - started
+                    return ALLOW
+                if value.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(value):
+                    return self._auth_rest(hook, args, chain, index, value, started)
+                stats.calls += 1
+                stats.seconds += perf() - started
+                outcome = None if value is None else self._normalised(call, hook, value, args)
+            if outcome is not None:
+                return outcome
+        return UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
+
+    async def _auth_rest(
+        self,
+        hook: str,
+        args: Mapping[str, Any],
+        chain: tuple[HookCall, ...],
+        index: int,
+        pending: Awaitable[Any] | None,
+        started: float,
+    ) -> Outcome:
+        """The chain from ``chain[index]`` on; ``pending`` is what that (plain) hookimpl
+        handed back to await, called at ``started``, or ``None`` to call it here."""
+        if pending is not None:
+            call = chain[index]
+            stats = call.stats
+            try:
+                value = await self._await_value(pending)
+            except Exception as exc:
+                outcome = self._raised(call, hook, exc)
+            else:
+                outcome = self._normalised(call, hook, value, args)
+            finally:
+                stats.calls += 1
+                stats.seconds += time.perf_counter() - started
+            if outcome is not None:
+                return outcome
+            index += 1
+        for call in chain[index:]:
+            outcome = await self._chain_step(call, hook, args)
+            if outcome is not None:
+                return outcome
         return UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
 
     async def _auth_traced(
