@@ -178,6 +178,7 @@ class DiversityPlugin:
         finally:
             self._scripts, self._active = _EMPTY, frozenset()
             self._running, self._cache = None, None
+            await services.wait_for_threads()
             await http.aclose()
 
     async def _load(self, source: ScriptSource) -> Script:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -123,6 +124,12 @@ class PluginServices:
         self.limiter = limiter
         self.script_dir = script_dir
         self._on_cache_used = on_cache_used
+        # Worker threads that may have been abandoned by a cancelled caller (see
+        # _bcrypt_hashpw): counted so that the lifespan can wait for the last one.
+        self._threads_lock = threading.Lock()
+        self._threads_running = 0
+        self._threads_idle = threading.Event()
+        self._threads_idle.set()
         self._operations: dict[bytes, Callable[[LuaState, tuple[Any, ...]], Awaitable[Any]]] = {
             b"bcrypt_hashpw": self._bcrypt_hashpw,
             b"http_ensure_pool": self._http_ensure_pool,
@@ -132,6 +139,23 @@ class PluginServices:
             b"disconnect_by_subscriber_id": self._disconnect,
             b"reauthorize_subscriptions": self._reauthorize,
         }
+
+    def _thread_started(self) -> None:
+        with self._threads_lock:
+            self._threads_running += 1
+            self._threads_idle.clear()
+
+    def _thread_done(self) -> None:
+        with self._threads_lock:
+            self._threads_running -= 1
+            if self._threads_running == 0:
+                self._threads_idle.set()
+
+    async def wait_for_threads(self) -> None:
+        """Wait until no worker thread of this plugin is running (lifespan exit)."""
+        if not self._threads_idle.is_set():
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._threads_idle.wait)
 
     # ------------------------------------------------------------------------------------
     # Synchronous functions (H table of each state)
@@ -273,14 +297,19 @@ class PluginServices:
         salt = _op_bytes(args[1] if len(args) > 1 else None, "bcrypt.hashpw: salt")
 
         def work() -> bytes:
-            return bcrypt_lib.hashpw(password, salt)
+            try:
+                return bcrypt_lib.hashpw(password, salt)
+            finally:
+                self._thread_done()
 
+        self._thread_started()
         try:
-            # Not abandon_on_cancel: an abandoned thread would outlive the plugin's lifespan
-            # (no owner), and one still hashing at interpreter exit aborts the process
-            # ("FATAL: exception not rethrown" from the Rust extension). A cancelled caller
-            # waits for the hash instead, which the limiter and the cost factor bound.
-            digest = await trio.to_thread.run_sync(work, limiter=self.limiter)
+            # abandon_on_cancel: a cancelled caller does not wait for the hash to finish. The
+            # abandoned thread is still owned: the lifespan waits for it (wait_for_threads), as
+            # a thread still hashing at interpreter exit aborts the process.
+            digest = await trio.to_thread.run_sync(
+                work, limiter=self.limiter, abandon_on_cancel=True
+            )
         except ValueError as exc:
             raise OpError(f"bcrypt.hashpw: invalid salt or hash ({exc})") from None
         return (digest,)

@@ -253,6 +253,7 @@ async def test_cancelled_call_leaves_the_state_usable(lua_dir, run) -> None:
     )
     async with run({"script_dir": str(lua)}) as plugin:
         state = plugin.scripts[0].states[0]
+        services = plugin._running.services
         with trio.move_on_after(0.05) as scope:
             await plugin.auth_on_publish("u", "", "c", 0, "slow", b"", False)
         assert scope.cancelled_caught
@@ -260,6 +261,8 @@ async def test_cancelled_call_leaves_the_state_usable(lua_dir, run) -> None:
         assert await plugin.auth_on_publish("u", "", "c", 0, "fast", b"", False) == {
             "payload": b"done"
         }
+    # The abandoned hashing thread is still owned: the lifespan exit waited for it.
+    assert services._threads_running == 0
 
 
 async def test_every_call_gets_a_full_budget(lua_dir, run) -> None:
