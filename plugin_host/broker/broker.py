@@ -180,6 +180,9 @@ class Broker:
         self.deliver_hooked = (False, False)
         self.publish_hooked = (False, False)
         self.published_hooked = (False, False)
+        self.publish_args = (True, True)
+        self.auth_now: Any = self.hooks.auth
+        self._hooks_seen: tuple[Any, Any] = (None, None)
         self.tick()
 
     def tick(self) -> float:
@@ -191,10 +194,25 @@ class Broker:
         writers, which ask the dispatcher directly).
         """
         self.clock = now = time.monotonic()
-        impl = self.hooks.implemented
+        hooks = self.hooks
+        # The dispatcher's generation says whether anything below could have changed.
+        generation = getattr(hooks, "generation", None)
+        if generation is not None and self._hooks_seen == (hooks, generation):
+            return now
+        impl = hooks.implemented
         self.deliver_hooked = (impl("on_deliver"), impl("on_deliver_m5"))
         self.publish_hooked = (impl("auth_on_publish"), impl("auth_on_publish_m5"))
         self.published_hooked = (impl("on_publish"), impl("on_publish_m5"))
+        # Whether the auth_on_publish chains read any argument (else no args dict is built),
+        # and the dispatcher's coroutine-free entry point (plain ``auth`` for one without).
+        arguments = getattr(hooks, "arguments", None)
+        self.publish_args = (
+            (True, True)
+            if arguments is None
+            else (bool(arguments("auth_on_publish")), bool(arguments("auth_on_publish_m5")))
+        )
+        self.auth_now = getattr(hooks, "auth_now", None) or hooks.auth
+        self._hooks_seen = (hooks, generation)
         return now
 
     # ------------------------------------------------------------------------------ running

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -35,6 +36,7 @@ from plugin_host.broker.message import Message
 from plugin_host.broker.props import from_hook
 from plugin_host.broker.session import AWAIT_ACK, Inflight, Session
 from plugin_host.broker.trie import SubOptions
+from plugin_host.hooks.results import Outcome
 from plugin_host.mqtt import (
     MQTT_5,
     PINGRESP_BYTES,
@@ -69,7 +71,6 @@ from plugin_host.mqtt.primitives import decode_varint
 
 if TYPE_CHECKING:
     from plugin_host.broker.broker import Broker
-    from plugin_host.hooks.results import Outcome
     from plugin_host.listeners.tcp import BoundListener
 
 log = structlog.get_logger(__name__)
@@ -1075,8 +1076,7 @@ class Connection:
             if self.rate_count > self.rate_limit:
                 return self._publish_throttled(p, topic)
         if self.broker.publish_hooked[self.v5]:
-            hook = "auth_on_publish_m5" if self.v5 else "auth_on_publish"
-            return self._publish_authorised(p, topic, hook)
+            return self._publish_checked(p, topic)
         self._accept_publish(p, topic, p.payload, qos, p.retain, props, self.mountpoint)
         return None
 
@@ -1093,15 +1093,39 @@ class Connection:
                 p, topic, p.payload, p.qos, p.retain, p.properties, self.mountpoint
             )
 
+    def _publish_checked(self, p: Publish, topic: str) -> Any:
+        """auth_on_publish(_m5) on the per-message path: when the chain answers at once (plain
+        hookimpls) the PUBLISH is handled here without a coroutine; else an awaitable."""
+        v5 = self.v5
+        broker = self.broker
+        args: Mapping[str, Any] = hookargs.NO_ARGS  # when no hookimpl reads an argument
+        if broker.publish_args[v5]:
+            args = hookargs.publish(self, topic, p.payload, p.qos, p.retain, p.properties, v5)
+        result = broker.auth_now("auth_on_publish_m5" if v5 else "auth_on_publish", args)
+        if result.__class__ is Outcome:
+            return self._publish_decided(p, topic, result)
+        return self._publish_awaited(p, topic, result)
+
+    async def _publish_awaited(self, p: Publish, topic: str, result: Any) -> None:
+        pending = self._publish_decided(p, topic, await result)
+        if pending is not None:
+            await pending
+
     async def _publish_authorised(self, p: Publish, topic: str, hook: str) -> None:
         v5 = self.v5
         args = hookargs.publish(self, topic, p.payload, p.qos, p.retain, p.properties, v5)
-        outcome = await self.broker.hooks.auth(hook, args)
+        pending = self._publish_decided(p, topic, await self.broker.hooks.auth(hook, args))
+        if pending is not None:
+            await pending
+
+    def _publish_decided(self, p: Publish, topic: str, outcome: Outcome) -> Any:
+        """Act on the auth_on_publish outcome; returns the throttle's sleep, if any."""
+        v5 = self.v5
         if self.closing:
-            return
+            return None
         if not outcome.allowed:
             self._publish_denied(p, outcome)
-            return
+            return None
         payload = p.payload
         qos = p.qos
         retain = p.retain
@@ -1120,7 +1144,8 @@ class Connection:
                 props = from_hook(mods["properties"])
         self._accept_publish(p, topic, payload, qos, retain, props, mountpoint)
         if throttle:
-            await trio.sleep(throttle / 1000)
+            return _throttled(throttle)
+        return None
 
     def _publish_denied(self, p: Publish, outcome: Outcome) -> None:
         """auth_on_publish said no: the outcome per protocol version (spec 2.4)."""
@@ -1537,3 +1562,8 @@ def _modified_delivery(message: Message, mods: dict[str, Any], v5: bool) -> Mess
         return message
     new = message.copy(**changes)
     return new
+
+
+async def _throttled(milliseconds: int) -> None:
+    """auth_on_publish's ``throttle`` modifier: stop reading for that long."""
+    await trio.sleep(milliseconds / 1000)

@@ -7,6 +7,8 @@ of this runs for a hook nobody implements.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from plugin_host.broker.props import to_hook
@@ -18,6 +20,10 @@ if TYPE_CHECKING:
     from plugin_host.mqtt import Connect
 
 RETAIN_HANDLING = ("send_retain", "send_if_new_sub", "dont_send")
+
+#: The args of a chain none of whose hookimpls reads an argument (``Dispatcher.arguments``
+#: is empty): shared, never to be mutated.
+NO_ARGS: Mapping[str, Any] = MappingProxyType({})
 
 LISTENER_TYPES = {"tcp": "mqtt", "ssl": "mqtts", "ws": "mqttws", "wss": "mqttwss"}
 
