@@ -3,6 +3,11 @@
 ``plugin-host serve`` calls ``trio.run(plugin_host.server.serve, config)``. Tests and embedders
 use ``await nursery.start(serve, config)``, which returns a :class:`ServerInfo` with the real
 bound addresses once every listener accepts connections.
+
+The MQTT listeners (tcp, ssl, ws, wss) run in a
+:class:`~plugin_host.listeners.manager.ListenerManager`, reachable as ``broker.listeners``
+(start/stop/show at runtime). SIGHUP runs ``broker.reload()``: TLS certificates and whatever
+plugins registered with ``host.on_reload``.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ import trio
 
 from plugin_host.broker.broker import Broker
 from plugin_host.hooks.api import HookDispatch
-from plugin_host.listeners.tcp import BoundListener, bind_tcp, serve_listener, stop_accepting
-from plugin_host.settings import Config, ConfigError, ListenerConfig
+from plugin_host.listeners.manager import MQTT_KINDS, ListenerManager, bind_listener
+from plugin_host.listeners.tcp import BoundListener
+from plugin_host.settings import Config, ListenerConfig
 
 log = structlog.get_logger(__name__)
 
 #: Listener kinds this module can serve today; others are reported and skipped.
-SUPPORTED_KINDS = frozenset({"tcp"})
+SUPPORTED_KINDS = MQTT_KINDS
 
 
 @dataclass(slots=True, eq=False)
@@ -64,15 +70,7 @@ async def bind_listeners(config: Config) -> list[BoundListener]:
             if lc.kind not in SUPPORTED_KINDS:
                 log.warning("listener_kind_unsupported", listener=lc.name, kind=lc.kind)
                 continue
-            try:
-                bound.append(await bind_tcp(lc))
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot listen on {lc.address}: {exc.strerror or exc}",
-                    key=f"listener.{lc.kind}.{lc.name}",
-                    file=lc.origin.file,
-                    line=lc.origin.line,
-                ) from exc
+            bound.append(await bind_listener(lc))  # ConfigError: address taken, TLS files
     except BaseException:
         for b in bound:
             await b.aclose()
@@ -134,31 +132,34 @@ async def _serve_listeners(
 ) -> None:
     async with trio.open_nursery() as nursery:
         if handle_signals:
-            nursery.start_soon(_watch_signals, info)
+            nursery.start_soon(_watch_signals, info, nursery)
         await nursery.start(broker.run)
+        manager = ListenerManager(broker, listeners)
+        broker.listeners = manager
+        broker.reloads.register("listeners", manager.reload_tls)
         async with trio.open_nursery() as serving:
-            for bound in listeners:
-                serving.start_soon(serve_listener, bound, broker.handle_connection)
-            for bound in listeners:
-                for host, port in bound.addresses:
-                    log.info(
-                        "listening", listener=bound.name, kind=bound.kind, host=host, port=port
-                    )
+            await serving.start(manager.run)
             task_status.started(info)
             await info.shutdown_requested.wait()
             log.info("shutting_down", connections=len(broker.connections))
-            for bound in listeners:
-                stop_accepting(bound)
+            manager.stop_accepting_all()
             await broker.shutdown()
             serving.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
 
 
-async def _watch_signals(info: ServerInfo) -> None:
-    """First SIGINT/SIGTERM: graceful shutdown. Another one while draining: stop at once."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _watch_signals(info: ServerInfo, nursery: trio.Nursery) -> None:
+    """First SIGINT/SIGTERM: graceful shutdown. Another one while draining: stop at once.
+
+    SIGHUP: ``broker.reload()`` in its own task (a slow reload must not delay SIGTERM).
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("signal_received", signal=signal.Signals(signum).name)
+            if signum == signal.SIGHUP:
+                if info.broker is not None and not info.shutdown_requested.is_set():
+                    nursery.start_soon(info.broker.reload)
+                continue
             if info.shutdown_requested.is_set():
                 info.force_stop.cancel()
             info.shutdown()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -49,12 +49,14 @@ from plugin_host.mqtt.packets import (
     Unsuback,
     Unsubscribe,
 )
+from plugin_host.reload import ReloadCallback, ReloadRegistry
 
 if TYPE_CHECKING:
     from plugin_host.broker.connection import Connection
     from plugin_host.broker.store import SessionStore
     from plugin_host.broker.trie import SubOptions
-    from plugin_host.listeners.tcp import BoundListener
+    from plugin_host.listeners.manager import ListenerManager
+    from plugin_host.listeners.tcp import BoundListener, ConnectionInfo
     from plugin_host.settings import Config
 
 log = structlog.get_logger(__name__)
@@ -174,6 +176,10 @@ class Broker:
         self._log = structlog.get_logger("plugin_host.host")
         #: A durable store observing every state change (None: memory only).
         self.store: SessionStore | None = None
+        #: The MQTT listeners, set by the server: ``listeners.show()/start(id)/stop(id)``.
+        self.listeners: ListenerManager | None = None
+        #: What ``reload()`` (SIGHUP, admin API) runs: TLS certificates, plugins' reloads.
+        self.reloads = ReloadRegistry()
         # Per-batch snapshot (see tick()): a monotonic clock and, indexed by "is MQTT 5",
         # whether the per-message hooks are implemented.
         self.clock = time.monotonic()
@@ -237,14 +243,20 @@ class Broker:
         self.hooks = hooks
         self.tick()
 
-    async def handle_connection(self, stream: trio.abc.Stream, listener: BoundListener) -> None:
-        """Listener callback: serve one client connection."""
+    async def handle_connection(
+        self, stream: trio.abc.Stream, listener: BoundListener, info: ConnectionInfo | None = None
+    ) -> None:
+        """Listener callback: serve one client connection (``info``: what TLS/PROXY learnt)."""
         from plugin_host.broker.connection import Connection
 
         if self.shutting_down:
             await trio.aclose_forcefully(stream)
             return
-        await Connection(self, stream, listener).run()
+        await Connection(self, stream, listener, info).run()
+
+    async def reload(self) -> dict[str, Any]:
+        """Reload what can be reloaded (what SIGHUP does): ``{part: outcome}``."""
+        return await self.reloads.run()
 
     async def shutdown(self) -> None:
         """Close every connection (v5 DISCONNECT 0x8B) and wait until they are gone."""
@@ -560,11 +572,12 @@ class Broker:
 class BrokerHost:
     """What plugins get as ``host`` (implements :class:`plugin_host.hooks.api.Host`)."""
 
-    __slots__ = ("_broker", "_log")
+    __slots__ = ("_broker", "_log", "_name")
 
     def __init__(self, broker: Broker, name: str | None = None) -> None:
         self._broker = broker
         self._log = broker.log.bind(plugin=name) if name else broker.log
+        self._name = name
 
     def bind(self, name: str) -> BrokerHost:
         """The same host with its logger bound to plugin ``name``."""
@@ -606,3 +619,11 @@ class BrokerHost:
 
     def hooks_changed(self) -> None:
         self._broker.hooks_changed()
+
+    def on_reload(self, callback: ReloadCallback) -> Callable[[], None]:
+        """Run ``callback`` (sync or async) on every reload: SIGHUP or the admin API.
+
+        The server owns SIGHUP (trio gives a signal to one receiver only), so a plugin must not
+        open its own receiver. Returns the function that unregisters the callback.
+        """
+        return self._broker.reloads.register(self._name or "plugin", callback)

@@ -71,7 +71,7 @@ from plugin_host.mqtt.primitives import decode_varint
 
 if TYPE_CHECKING:
     from plugin_host.broker.broker import Broker
-    from plugin_host.listeners.tcp import BoundListener
+    from plugin_host.listeners.tcp import BoundListener, ConnectionInfo
 
 log = structlog.get_logger(__name__)
 
@@ -160,6 +160,7 @@ class Connection:
         "connected",
         "deliver_hook",
         "end_kind",
+        "info",
         "keepalive",
         "level",
         "listener",
@@ -182,12 +183,20 @@ class Connection:
         "window",
     )
 
-    def __init__(self, broker: Broker, stream: trio.abc.Stream, listener: BoundListener) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        stream: trio.abc.Stream,
+        listener: BoundListener,
+        info: ConnectionInfo | None = None,
+    ) -> None:
         cfg = broker.cfg
         self.broker = broker
         self.stream = stream
         self.listener = listener
-        self.peer_addr, self.peer_port = _peer_of(stream)
+        #: What the listener learnt before MQTT: PROXY peer, TLS client certificate, identity.
+        self.info = info
+        self.peer_addr, self.peer_port = info.peer if info is not None else _peer_of(stream)
         self.parser = Parser(server_side=True, max_packet_size=cfg.max_message_size or None)
         self.level = 4
         self.v5 = False
@@ -710,6 +719,10 @@ class Connection:
         self.bridge = raw_level & 0x80 != 0
         self.variant_key = 8 if v5 else 0
         self.parser.protocol_level = level
+        if self.info is not None and self.info.username is not None:
+            # use_identity_as_username / proxy_protocol_use_cn_as_username: the certificate's
+            # CN replaces the CONNECT username before authentication (auth_on_register sees it).
+            pkt.username = self.info.username
         self.client_id = pkt.client_id
         self.username = pkt.username
         structlog.contextvars.bind_contextvars(client_id=pkt.client_id)

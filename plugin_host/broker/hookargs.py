@@ -38,8 +38,8 @@ def _listener_meta(conn: Connection) -> dict[str, Any]:
             "client_cert": None,
         }
     host, port = conn.listener.address
-    cert_of = conn.listener.client_cert
-    cert = cert_of(conn.stream) if cert_of is not None else None
+    info = conn.info
+    cert = info.client_cert if info is not None else None
     return {
         "listener_addr": host,
         "listener_port": port,

@@ -1,10 +1,16 @@
-"""Plain TCP listeners.
+"""Listening sockets and the accept loop every MQTT listener kind shares.
 
 A listener binds its sockets up front (so the real addresses are known before anything is
 served, port 0 included), then runs an accept loop that hands every accepted
-:class:`trio.abc.Stream` to a connection handler in the listener's own nursery. The handler only
-needs a Stream, so TLS/WebSocket/PROXY listeners can wrap the stream and reuse the same
-handler.
+:class:`trio.abc.Stream` to a connection handler. The handler runs in its own task in the
+listener's nursery: the PROXY header, the TLS handshake and the WebSocket upgrade
+(:mod:`plugin_host.listeners.handshake`) happen there, never in the accept loop, so one slow
+client delays nobody else.
+
+A listener can stop accepting and start again while the server runs
+(:mod:`plugin_host.listeners.manager`): stopping closes the listening sockets (new clients are
+refused by the OS) and leaves the connections running in the listener's nursery; starting binds
+the same addresses again.
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ from __future__ import annotations
 import errno
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
 from plugin_host.settings import ListenerConfig
+
+if TYPE_CHECKING:
+    from plugin_host.listeners.tls import ServerTLS
 
 log = structlog.get_logger(__name__)
 
@@ -28,26 +37,57 @@ ConnectionHandler = Callable[[trio.abc.Stream, "BoundListener"], Awaitable[None]
 # (the same list trio.serve_listeners uses).
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
+RUNNING = "running"
+STOPPED = "stopped"
+
+
+@dataclass(slots=True, eq=False)
+class ConnectionInfo:
+    """What the listener learnt about a connection before MQTT started.
+
+    ``peer`` is the client's address: the socket's, or the one a PROXY header gave.
+    ``client_cert`` is the TLS client certificate (DER) for the hooks' ``client_cert``
+    argument (``forward_connection_opts``). ``username`` replaces the username of CONNECT
+    before authentication: the certificate's CN (``use_identity_as_username``) or the CN a
+    PROXY v2 header reported (``proxy_protocol_use_cn_as_username``).
+    """
+
+    peer: tuple[str, int]
+    client_cert: bytes | None = None
+    username: str | None = None
+
 
 @dataclass(slots=True, eq=False)
 class BoundListener:
     """A configured listener with its sockets bound.
 
     ``addresses`` are the real bound ``(host, port)`` pairs (one per socket; a host name may
-    bind several). ``active`` counts open connections for ``max_connections``.
+    bind several); they stay the same across stop/start. ``active`` counts open connections
+    (handshakes included) for ``max_connections``; ``accepted``, ``rejected`` (over
+    ``max_connections``) and ``handshake_failures`` (PROXY header, TLS, WebSocket upgrade)
+    count since start-up.
     """
 
     config: ListenerConfig
     sockets: list[trio.SocketListener]
     addresses: list[tuple[str, int]]
     active: int = 0
+    accepted: int = 0
     rejected: int = 0
-    #: For TLS listeners: the peer certificate (DER) of an accepted stream, for the hooks'
-    #: ``client_cert`` argument (``forward_connection_opts``); None on plain TCP.
-    client_cert: Callable[[trio.abc.Stream], bytes | None] | None = None
+    handshake_failures: int = 0
+    #: TLS (ssl, wss): the current server context, swapped by a reload.
+    tls: ServerTLS | None = None
+    state: str = STOPPED
     extra: dict[str, Any] = field(default_factory=dict)
-    #: Cancelled to stop accepting (graceful shutdown) while connections keep running.
+    #: Cancelled to stop accepting (stop, graceful shutdown) while connections keep running.
     accept_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    #: Set while no connection is open (stop --kill-sessions waits for it).
+    idle: trio.Event = field(default_factory=trio.Event)
+    _handler: ConnectionHandler | None = None
+    _nursery: trio.Nursery | None = None
+
+    def __post_init__(self) -> None:
+        self.idle.set()
 
     @property
     def name(self) -> str:
@@ -63,7 +103,9 @@ class BoundListener:
         return self.addresses[0]
 
     async def aclose(self) -> None:
-        for sock in self.sockets:
+        """Close the listening sockets (connections are not touched)."""
+        sockets, self.sockets = self.sockets, []
+        for sock in sockets:
             await sock.aclose()
 
 
@@ -80,20 +122,71 @@ async def bind_tcp(config: ListenerConfig) -> BoundListener:
     return BoundListener(config=config, sockets=sockets, addresses=addresses)
 
 
-async def serve_listener(bound: BoundListener, handler: ConnectionHandler) -> None:
-    """Accept connections forever; each runs ``handler`` in this listener's nursery.
+async def rebind(bound: BoundListener) -> None:
+    """Bind ``bound.addresses`` again (after a stop); OSError if one is taken meanwhile."""
+    sockets: list[trio.SocketListener] = []
+    try:
+        for host, port in bound.addresses:
+            sockets.extend(await trio.open_tcp_listeners(port, host=host, backlog=1024))
+    except BaseException:
+        for sock in sockets:
+            await sock.aclose()
+        raise
+    bound.sockets = sockets
 
-    ``max_connections`` is enforced here: a connection beyond it is closed at once (counted in
+
+def socket_peer(stream: trio.abc.Stream) -> tuple[str, int]:
+    """``(ip, port)`` of the remote end of a socket stream (``("local", 0)`` if unknown)."""
+    sock = getattr(stream, "socket", None)
+    try:
+        name = sock.getpeername() if sock is not None else None
+    except OSError:
+        name = None
+    if isinstance(name, tuple) and len(name) >= 2:
+        return str(name[0]), int(name[1])
+    return "local", 0
+
+
+async def serve_listener(
+    bound: BoundListener,
+    handler: ConnectionHandler,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``bound``: accept connections; each runs ``handler`` in this listener's nursery.
+
+    Runs until cancelled (the server's shutdown); :func:`stop_accepting` and
+    :func:`start_accepting` pause and resume the accept loops meanwhile. ``max_connections``
+    is enforced in the accept loop: a connection beyond it is closed at once (counted in
     ``bound.rejected``), the way VerneMQ refuses it before any MQTT is spoken.
     """
     async with trio.open_nursery() as nursery:
-        for sock in bound.sockets:
-            nursery.start_soon(_accept_loop, bound, sock, handler, nursery)
+        bound._nursery = nursery
+        bound._handler = handler
+        try:
+            start_accepting(bound)
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            bound._nursery = None
+            bound.state = STOPPED
+
+
+def start_accepting(bound: BoundListener) -> None:
+    """Start the accept loops of ``bound`` on its (bound) sockets."""
+    nursery, handler = bound._nursery, bound._handler
+    if nursery is None or handler is None:
+        raise RuntimeError(f"listener {bound.name} is not served")
+    bound.accept_scope = scope = trio.CancelScope()
+    for sock in bound.sockets:
+        nursery.start_soon(_accept_loop, bound, sock, handler, nursery, scope)
+    bound.state = RUNNING
 
 
 def stop_accepting(bound: BoundListener) -> None:
     """Stop the accept loops of ``bound``; its running connections are not touched."""
     bound.accept_scope.cancel()
+    bound.state = STOPPED
 
 
 async def _accept_loop(
@@ -101,9 +194,14 @@ async def _accept_loop(
     sock: trio.SocketListener,
     handler: ConnectionHandler,
     nursery: trio.Nursery,
+    scope: trio.CancelScope,
 ) -> None:
-    with bound.accept_scope:
-        await _accept_forever(bound, sock, handler, nursery)
+    with scope:
+        try:
+            await _accept_forever(bound, sock, handler, nursery)
+        except trio.ClosedResourceError:
+            if not scope.cancel_called:  # closed under us without a stop: say so
+                log.warning("listener_socket_closed", listener=bound.name)
 
 
 async def _accept_forever(
@@ -128,6 +226,8 @@ async def _accept_forever(
             await trio.aclose_forcefully(stream)
             continue
         bound.active += 1
+        bound.accepted += 1
+        bound.idle = trio.Event() if bound.idle.is_set() else bound.idle
         nursery.start_soon(_run_handler, bound, stream, handler)
 
 
@@ -138,3 +238,5 @@ async def _run_handler(
         await handler(stream, bound)
     finally:
         bound.active -= 1
+        if not bound.active:
+            bound.idle.set()

@@ -22,6 +22,7 @@ Every wait has a timeout (``timeout`` argument, default :data:`DEFAULT_TIMEOUT`)
 from __future__ import annotations
 
 import math
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -474,6 +475,9 @@ async def open_client(
     wait_connack: bool = True,
     max_packet_size: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    stream: trio.abc.Stream | None = None,
 ) -> AsyncIterator[MQTTClient]:
     """Connect to ``address`` and yield a connected :class:`MQTTClient`.
 
@@ -484,8 +488,20 @@ async def open_client(
     ``receive_packet(Connack)``).
     The connection is closed (without DISCONNECT) when the block exits; call
     :meth:`MQTTClient.disconnect` for a normal disconnect.
+
+    ``ssl_context``: connect with TLS (``server_hostname`` defaults to the address's host).
+    ``stream``: speak MQTT over an already open stream instead of connecting to ``address``
+    (after a PROXY header, over a WebSocket adapter ...).
     """
-    stream = await trio.open_tcp_stream(*address)
+    if stream is None:
+        stream = await trio.open_tcp_stream(*address)
+        if ssl_context is not None:
+            stream = trio.SSLStream(
+                stream,
+                ssl_context,
+                server_hostname=server_hostname or address[0],
+                https_compatible=True,
+            )
     client = MQTTClient(
         stream, protocol, auto_ack=auto_ack, session=session, max_packet_size=max_packet_size
     )

@@ -1,0 +1,483 @@
+"""Helpers for the listener tests: trustme PKI files, listener configs, a paho wrapper.
+
+paho-mqtt runs its network loop in its own thread; its callbacks set ``threading.Event``s and
+the trio test waits for them in a worker thread with a timeout (never a sleep).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import queue
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import trio
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from structlog.testing import capture_logs
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from plugin_host import hookimpl
+from plugin_host.mqtt import Parser
+from plugin_host.settings import ListenerConfig
+
+WAIT = 10.0
+
+
+# --------------------------------------------------------------------------------------------
+# PKI
+
+
+@dataclass
+class PKI:
+    """A CA, a server certificate for 127.0.0.1/localhost, and files for the listener."""
+
+    dir: Path
+    ca: trustme.CA = field(default_factory=trustme.CA)
+    certfile: Path = field(init=False)
+    keyfile: Path = field(init=False)
+    cafile: Path = field(init=False)
+    server: trustme.LeafCert = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.certfile = self.dir / "server.pem"
+        self.keyfile = self.dir / "server.key"
+        self.cafile = self.dir / "ca.pem"
+        self.write_server(self.ca)
+
+    def write_server(self, ca: trustme.CA) -> trustme.LeafCert:
+        """Issue a server certificate from ``ca`` and (over)write the listener's files."""
+        self.server = ca.issue_cert("127.0.0.1", "localhost")
+        self.server.private_key_pem.write_to_path(str(self.keyfile))
+        # The chain file: leaf first (what the listener presents).
+        self.certfile.write_bytes(b"".join(p.bytes() for p in self.server.cert_chain_pems))
+        self.ca.cert_pem.write_to_path(str(self.cafile))
+        return self.server
+
+    def client(self, cn: str, ca: trustme.CA | None = None) -> trustme.LeafCert:
+        """A client certificate with subject CN ``cn`` (from the PKI's CA unless ``ca``)."""
+        return (ca or self.ca).issue_cert(f"{cn}.clients.test", common_name=cn)
+
+    def listener(self, kind: str = "ssl", name: str = "tls", **options: Any) -> ListenerConfig:
+        """A TLS listener config on 127.0.0.1:0 with these files; ``client_auth=True`` adds
+        the CA file (client certificates are asked for)."""
+        opts: dict[str, Any] = {"certfile": self.certfile, "keyfile": self.keyfile}
+        if options.pop("client_auth", False):
+            opts["cafile"] = self.cafile
+        opts.update(options)
+        return ListenerConfig(kind=kind, name=name, host="127.0.0.1", port=0, **opts)  # type: ignore[arg-type]
+
+    def client_context(
+        self, cert: trustme.LeafCert | None = None, *, trust: trustme.CA | None = None
+    ) -> ssl.SSLContext:
+        """A client context trusting ``trust`` (the PKI's CA), presenting ``cert`` if given."""
+        ctx = ssl.create_default_context()
+        (trust or self.ca).configure_trust(ctx)
+        if cert is not None:
+            cert.configure_cert(ctx)
+        return ctx
+
+    def write_crl(self, path: Path, *revoked: trustme.LeafCert) -> Path:
+        """A PEM CRL of the PKI's CA revoking ``revoked`` (empty: a valid CRL revoking none)."""
+        ca_cert = x509.load_pem_x509_certificate(self.ca.cert_pem.bytes())
+        ca_key: Any = serialization.load_pem_private_key(self.ca.private_key_pem.bytes(), None)
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - datetime.timedelta(minutes=1))
+            .next_update(now + datetime.timedelta(days=1))
+        )
+        for leaf in revoked:
+            serial = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(now - datetime.timedelta(minutes=1))
+                .build()
+            )
+        crl = builder.sign(ca_key, hashes.SHA256())
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    @staticmethod
+    def der(leaf: trustme.LeafCert) -> bytes:
+        """The DER bytes of a trustme leaf certificate."""
+        return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> PKI:
+    return PKI(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# An auth plugin recording what auth_on_register sees
+
+
+class RegisterRecorder:
+    """Records auth_on_register(_m5) arguments; allows everyone (or denies ``deny`` names)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.event = trio.Event()
+
+    def _record(self, args: dict[str, Any]) -> bool:
+        self.calls.append(args)
+        self.event.set()
+        return True
+
+    @hookimpl
+    def auth_on_register(
+        self,
+        peer_addr: str,
+        peer_port: int,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        listener_addr: str | None,
+        listener_port: int | None,
+        listener_type: str | None,
+        client_cert: bytes | None,
+    ) -> bool:
+        return self._record(dict(locals(), v5=False))
+
+    @hookimpl
+    def auth_on_register_m5(
+        self,
+        peer_addr: str,
+        peer_port: int,
+        username: str | None,
+        password: bytes | None,
+        client_id: str,
+        listener_addr: str | None,
+        listener_port: int | None,
+        listener_type: str | None,
+        client_cert: bytes | None,
+    ) -> bool:
+        return self._record(dict(locals(), v5=True))
+
+    def last(self, client_id: str) -> dict[str, Any]:
+        """The arguments of the last register call of ``client_id`` (without ``self``)."""
+        for call in reversed(self.calls):
+            if call["client_id"] == client_id:
+                return {k: v for k, v in call.items() if k != "self"}
+        raise AssertionError(f"auth_on_register not called for {client_id}: {self.calls}")
+
+
+@pytest.fixture
+def recorder() -> RegisterRecorder:
+    return RegisterRecorder()
+
+
+# --------------------------------------------------------------------------------------------
+# paho
+
+
+class Paho:
+    """A paho-mqtt client (TCP, TLS or WebSocket) driven from trio tests."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        client_id: str = "",
+        *,
+        protocol: int = mqtt.MQTTv311,
+        transport: str = "tcp",
+        ws_path: str = "/mqtt",
+        tls: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.address = address
+        self.v5 = protocol == mqtt.MQTTv5
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            transport=transport,  # type: ignore[arg-type]
+        )
+        if transport == "websockets":
+            self.client.ws_set_options(path=ws_path)
+        if tls is not None:
+            self.client.tls_set_context(tls)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.connected = threading.Event()
+        self.disconnected = threading.Event()
+        self.settled = threading.Event()  # CONNACK or failure, whichever comes first
+        self.connack: tuple[Any, Any] | None = None
+        self.disconnect_reason: Any = None
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._acks: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        c = self.client
+        c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_ack
+        self._started = False
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.connack = (flags, rc)
+        self.connected.set()
+        self.settled.set()
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self.disconnected.set()
+        self.settled.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.disconnect_reason = rc
+        self.disconnected.set()
+        self.settled.set()
+
+    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self.messages.put(message)
+
+    def _on_ack(self, client: Any, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
+        self._ack(mid).set()
+
+    def _ack(self, mid: int) -> threading.Event:
+        with self._lock:
+            return self._acks.setdefault(mid, threading.Event())
+
+    async def try_connect(self) -> bool:
+        """Connect; True with a successful CONNACK, False when refused at any layer."""
+        try:
+            # connect() does TCP, TLS and the WebSocket upgrade synchronously: a worker thread.
+            await trio.to_thread.run_sync(lambda: self.client.connect(*self.address, keepalive=30))
+        except (OSError, ssl.SSLError, mqtt.WebsocketConnectionError):
+            return False
+        self.client.loop_start()
+        self._started = True
+
+        await trio.to_thread.run_sync(self.settled.wait, WAIT)
+        if not self.connected.is_set() or self.connack is None:
+            return False
+        return not self.connack[1].is_failure
+
+    async def connect(self) -> None:
+        with trio.fail_after(WAIT):
+            assert await self.try_connect(), f"paho could not connect: {self.connack}"
+
+    async def subscribe(self, topic: str, qos: int = 0) -> None:
+        result, mid = self.client.subscribe(topic, qos)
+        assert result == mqtt.MQTT_ERR_SUCCESS
+        assert await trio.to_thread.run_sync(self._ack(mid).wait, WAIT), "no SUBACK"
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        info = self.client.publish(topic, payload, qos)
+        await trio.to_thread.run_sync(info.wait_for_publish, WAIT)
+        assert info.is_published()
+
+    async def receive(self, timeout: float = WAIT) -> mqtt.MQTTMessage:
+        try:
+            return await trio.to_thread.run_sync(self.messages.get, True, timeout)
+        except queue.Empty:
+            raise TimeoutError("paho received no message") from None
+
+    async def wait_disconnected(self, timeout: float = WAIT) -> Any:
+        assert await trio.to_thread.run_sync(self.disconnected.wait, timeout), "still connected"
+        return self.disconnect_reason
+
+    async def disconnect(self) -> None:
+        self.client.disconnect()
+        await trio.to_thread.run_sync(self.disconnected.wait, WAIT)
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop paho's thread and drop the connection (no DISCONNECT sent)."""
+        if self._started:
+            self.client.loop_stop()
+            self._started = False
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+
+@pytest.fixture
+def paho() -> Iterator[Any]:
+    """Make Paho clients; all are stopped after the test."""
+    made: list[Paho] = []
+
+    def make(*args: Any, **kwargs: Any) -> Paho:
+        client = Paho(*args, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Waiting for log lines (the broker runs in the test's trio run: events, no polling)
+
+
+class LogWatch:
+    """Captured structlog lines; ``await wait_for(event, count)`` wakes on each new line."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._changed = trio.Event()
+
+    def processor(self, logger: Any, method: str, event_dict: Any) -> Any:
+        changed, self._changed = self._changed, trio.Event()
+        # Logged from a worker thread (no trio context): the next line wakes the waiters.
+        with contextlib.suppress(RuntimeError):
+            changed.set()
+        return event_dict
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.entries if e["event"] == event]
+
+    async def wait_for(self, event: str, count: int = 1) -> list[dict[str, Any]]:
+        with trio.fail_after(WAIT):
+            while len(self.of(event)) < count:
+                await self._changed.wait()
+        return self.of(event)
+
+
+@pytest.fixture
+def logs() -> Iterator[LogWatch]:
+    watch = LogWatch()
+    with capture_logs(processors=[watch.processor]) as entries:
+        watch.entries = entries
+        yield watch
+
+
+# --------------------------------------------------------------------------------------------
+# A raw WebSocket client (wsproto): exact control over frames, fragments and frame types
+
+
+class WebSocketRejected(Exception):
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status}: {body!r}")
+        self.status = status
+        self.body = body
+
+
+class RawWebSocket:
+    """A client WebSocket over TCP or TLS that sends and reads individual frames."""
+
+    def __init__(self, stream: trio.abc.Stream, ws: WSConnection, subprotocol: str | None):
+        self.stream = stream
+        self.ws = ws
+        self.subprotocol = subprotocol
+        self.parser = Parser(server_side=False, protocol_level=4)
+        self.frames: list[bytes] = []  # payloads of complete binary frames received
+        self._frame = bytearray()
+        self.close_code: int | None = None
+        self._packets: list[Any] = []
+
+    @classmethod
+    async def open(
+        cls,
+        address: tuple[str, int],
+        *,
+        path: str = "/mqtt",
+        subprotocols: tuple[str, ...] = ("mqtt",),
+        ssl_context: ssl.SSLContext | None = None,
+        prefix: bytes = b"",
+    ) -> RawWebSocket:
+        """Connect, send ``prefix`` (a PROXY header), TLS if asked, then the upgrade."""
+        stream: trio.abc.Stream = await trio.open_tcp_stream(*address)
+        if prefix:
+            await stream.send_all(prefix)
+        if ssl_context is not None:
+            stream = trio.SSLStream(stream, ssl_context, server_hostname=address[0])
+        ws = WSConnection(ConnectionType.CLIENT)
+        request = Request(
+            host=f"{address[0]}:{address[1]}", target=path, subprotocols=list(subprotocols)
+        )
+        await stream.send_all(ws.send(request))
+        status, body = 0, b""
+        with trio.fail_after(WAIT):
+            while True:
+                try:
+                    data = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    data = b""
+                if not data:  # closed without an HTTP answer
+                    raise WebSocketRejected(status, body)
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, AcceptConnection):
+                        return cls(stream, ws, event.subprotocol)
+                    if isinstance(event, RejectConnection):
+                        status = event.status_code
+                        if not event.has_body:
+                            raise WebSocketRejected(status, b"")
+                    elif isinstance(event, RejectData):
+                        body += event.data
+                        if event.body_finished:
+                            raise WebSocketRejected(status, body)
+
+    async def send_frame(self, data: bytes, *, fin: bool = True) -> None:
+        """One binary frame (``fin=False``: a fragment; the next frames continue it)."""
+        await self.stream.send_all(self.ws.send(BytesMessage(data=data, message_finished=fin)))
+
+    async def send_text(self, text: str) -> None:
+        await self.stream.send_all(self.ws.send(TextMessage(data=text)))
+
+    async def _read(self) -> bool:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            return False
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, BytesMessage):
+                self._frame += event.data
+                self._packets.extend(self.parser.feed(event.data))
+                if event.frame_finished:
+                    self.frames.append(bytes(self._frame))
+                    self._frame.clear()
+            elif isinstance(event, CloseConnection):
+                self.close_code = event.code
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:
+                    await self.stream.send_all(self.ws.send(event.response()))
+                return False
+        return True
+
+    async def packets(self, count: int) -> list[Any]:
+        """The next ``count`` MQTT packets from the server."""
+        with trio.fail_after(WAIT):
+            while len(self._packets) < count:
+                assert await self._read(), f"closed ({self.close_code}) after {self._packets}"
+        out, self._packets = self._packets[:count], self._packets[count:]
+        return out
+
+    async def wait_closed(self) -> int | None:
+        """Read until the server closes; the WebSocket close code (None: no close frame)."""
+        with trio.fail_after(WAIT):
+            while await self._read():
+                pass
+        return self.close_code
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.stream)
+
+
+@pytest.fixture
+def raw_ws() -> type[RawWebSocket]:
+    return RawWebSocket
