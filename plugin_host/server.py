@@ -43,6 +43,7 @@ class ServerInfo:
     plugins: Any = None  # the PluginManager, when plugins were discovered
     shutdown_requested: trio.Event = field(default_factory=trio.Event)
     force_stop: trio.CancelScope = field(default_factory=trio.CancelScope)
+    admin: Any = None  # plugin_host.admin.serving.AdminServer: http(s) listeners, $SYS
 
     def address(self, name: str | None = None) -> tuple[str, int]:
         """The first bound ``(host, port)`` of listener ``name`` (default: the first one)."""
@@ -67,6 +68,8 @@ async def bind_listeners(config: Config) -> list[BoundListener]:
     bound: list[BoundListener] = []
     try:
         for lc in _default_listeners(config):
+            if lc.kind in ("http", "https"):
+                continue  # served by plugin_host.admin (serve_admin below)
             if lc.kind not in SUPPORTED_KINDS:
                 log.warning("listener_kind_unsupported", listener=lc.name, kind=lc.kind)
                 continue
@@ -134,6 +137,9 @@ async def _serve_listeners(
         if handle_signals:
             nursery.start_soon(_watch_signals, info, nursery)
         await nursery.start(broker.run)
+        from plugin_host.admin.serving import serve_admin
+
+        admin = await nursery.start(serve_admin, info)  # http(s) listeners, metrics, $SYS
         manager = ListenerManager(broker, listeners)
         broker.listeners = manager
         broker.reloads.register("listeners", manager.reload_tls)
@@ -145,6 +151,7 @@ async def _serve_listeners(
             manager.stop_accepting_all()
             await broker.shutdown()
             serving.cancel_scope.cancel()
+        await admin.aclose()  # in-flight admin requests may finish
         nursery.cancel_scope.cancel()
 
 

@@ -97,6 +97,13 @@ class DiversityPlugin:
         return self._lifespan(host, config)
 
     @hookimpl
+    def plugin_host_metrics(self) -> list[Any]:
+        """Per script and hook calls, errors and time (``diversity_*`` families)."""
+        from plugin_host_diversity.metrics import families
+
+        return families(self)
+
+    @hookimpl
     def plugin_host_active_hooks(self) -> frozenset[str]:
         """The hooks some loaded script defines (plus the auth cache's once it is used)."""
         return self._active
@@ -233,7 +240,10 @@ class DiversityPlugin:
             for source in sources:
                 old = current.get(source.path)
                 try:
-                    scripts.append(await self._load(source))
+                    loaded = await self._load(source)
+                    if old is not None:
+                        loaded.keep_stats(old)  # the metrics go on across reloads
+                    scripts.append(loaded)
                     report[source.name] = "reloaded" if old is not None else "loaded"
                 except ScriptLoadError as exc:
                     running.log.error(
@@ -262,6 +272,7 @@ class DiversityPlugin:
     # ------------------------------------------------------------------------------------
 
     def _failed(self, script: Script, hook: str, exc: Exception) -> None:
+        script.count_error(hook)
         running = self._running
         log = running.log if running is not None else structlog.get_logger(__name__)
         if isinstance(exc, ScriptError):

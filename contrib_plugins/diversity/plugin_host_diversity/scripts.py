@@ -13,6 +13,7 @@ plugin swaps in a new one on reload, while calls already running finish on the o
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -49,6 +50,39 @@ class ScriptLoadError(Exception):
         super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
 
 
+class CallStats:
+    """Calls, failures and time of one script's hook (``script show``, ``/metrics``).
+
+    ``seconds`` is wall time from the call to its answer (I/O waits included). Plain numbers,
+    bumped per call; kept across reloads of the script.
+    """
+
+    __slots__ = ("calls", "errors", "seconds")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.seconds = 0.0
+
+
+class _Timed(Later):
+    """A call that waits for I/O: its time is counted when it ends."""
+
+    __slots__ = ("_began", "_later", "_stats")
+
+    def __init__(self, later: Later, stats: CallStats, began: float) -> None:
+        self._later = later
+        self._stats = stats
+        self._began = began
+
+    async def finish(self) -> Any:
+        try:
+            return await self._later.finish()
+        finally:
+            self._stats.calls += 1
+            self._stats.seconds += time.perf_counter() - self._began
+
+
 class Script:
     """One loaded script: its states, its hooks, and the dispatch of calls over the states."""
 
@@ -64,6 +98,8 @@ class Script:
         self.states = list(states)
         self.hooks = hooks
         self.keep_state = keep_state
+        #: Per hook call statistics (see :class:`CallStats`).
+        self.stats: dict[str, CallStats] = {hook: CallStats() for hook in hooks}
         self._send: trio.MemorySendChannel[LuaState] | None = None
         self._receive: trio.MemoryReceiveChannel[LuaState] | None = None
         if keep_state:
@@ -74,7 +110,40 @@ class Script:
     def __repr__(self) -> str:
         return f"<Script {self.name} {self.source.path} states={len(self.states)}>"
 
+    def keep_stats(self, previous: Script) -> None:
+        """Continue the statistics of ``previous`` (the version this one replaces)."""
+        for hook, stats in previous.stats.items():
+            if hook in self.stats:
+                self.stats[hook] = stats
+
+    def count_error(self, hook: str) -> None:
+        """Count a failed call of ``hook`` (a Lua error or an invalid result)."""
+        stats = self.stats.get(hook)
+        if stats is not None:
+            stats.errors += 1
+
     def start(self, hook: str, values: Sequence[Any]) -> Any:
+        """Call ``hook`` with the argument values (see :func:`translate.lua_arguments`).
+
+        As :meth:`_begin`, counting the call and its time in :attr:`stats`.
+        """
+        stats = self.stats.get(hook)
+        if stats is None:
+            stats = self.stats[hook] = CallStats()
+        began = time.perf_counter()
+        try:
+            result = self._begin(hook, values)
+        except BaseException:
+            stats.calls += 1
+            stats.seconds += time.perf_counter() - began
+            raise
+        if isinstance(result, Later):
+            return _Timed(result, stats, began)
+        stats.calls += 1
+        stats.seconds += time.perf_counter() - began
+        return result
+
+    def _begin(self, hook: str, values: Sequence[Any]) -> Any:
         """Call ``hook`` with the argument values (see :func:`translate.lua_arguments`).
 
         Returns the raw Lua result at once when the call did no I/O, else a

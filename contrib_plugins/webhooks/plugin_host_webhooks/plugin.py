@@ -100,6 +100,16 @@ class WebhooksPlugin:
             raise
 
     @hookimpl
+    def plugin_host_metrics(self) -> list[Any]:
+        """``webhooks_<hook>_requests|errors|...`` and cache families (docs/metrics.md)."""
+        current = self._current
+        if current is None:
+            return []
+        from plugin_host_webhooks.metrics import families
+
+        return families(current)
+
+    @hookimpl
     def plugin_host_active_hooks(self) -> frozenset[str]:
         current = self._current
         return current.active_hooks() if current is not None else frozenset()
