@@ -170,7 +170,7 @@ class AdminApp:
             request = _Request(method, segments, query, headers, body)
             response = await self._dispatch(request)
         except AdminError as exc:
-            headers_out = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else None
+            headers_out = [(k.encode(), v.encode()) for k, v in exc.headers]
             response = _json(exc.status, exc.as_dict(), headers_out)
         except Exception as exc:
             log.error("admin_request_failed", method=method, path=path, exc_info=exc)
@@ -348,6 +348,7 @@ def _allow(request: _Request, *methods: str) -> None:
             405,
             "method_not_allowed",
             f"{request.method} is not allowed here (allowed: {', '.join(methods)})",
+            [("allow", ", ".join(methods))],
         )
 
 

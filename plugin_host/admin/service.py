@@ -57,10 +57,16 @@ _WEBHOOK_STATUS = {"already_registered": 409, "not_found": 404, "invalid": 400}
 class AdminError(Exception):
     """A request the admin API refuses: ``status`` (HTTP), ``code`` (short, stable), message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
+        #: Extra response headers (``Allow`` of a 405, ``WWW-Authenticate`` of a 401).
+        self.headers = list(headers or ())
+        if status == 401:
+            self.headers.append(("www-authenticate", "Bearer"))
         super().__init__(message)
 
     def as_dict(self) -> dict[str, Any]:

@@ -88,6 +88,7 @@ async def test_clean_json_errors(admin_broker: Any) -> None:
         "no scripts plugin": (404, "plugin_not_enabled"),
         "missing hook": (400, "invalid"),
     }
+    assert answers["method"].header("allow") == "GET"
     for what, (status, code) in expected.items():
         response = answers[what]
         assert response.status == status, (what, response.status, response.body)
