@@ -531,6 +531,63 @@ class Broker:
         await trio.lowlevel.checkpoint()
         return True
 
+    async def reauthorize_subscriptions(
+        self, client_id: str, mountpoint: str = "", username: str | None = None
+    ) -> list[str]:
+        """Host.reauthorize_subscriptions: ask auth_on_subscribe(_m5) again, as ``username``
+        (the session's when ``None``), for every subscription of a session, one filter at a
+        time; those refused now are removed (VerneMQ's ``vmq_reg:reauthorize_subscriptions``).
+
+        A filter is refused when the chain denies it (or is exhausted) or answers with a
+        rejection QoS (0x80 and above) for it; an allowed filter is kept as it is. Returns the
+        removed filters (``on_topic_unsubscribed`` fires for them). Nothing happens for an
+        unknown session or when no plugin answers the hook.
+        """
+        session = self.sessions.get((mountpoint, client_id))
+        if session is None:
+            return []
+        v5 = session.protocol_level == 5
+        hook = "auth_on_subscribe_m5" if v5 else "auth_on_subscribe"
+        if not self.hooks.implemented(hook):
+            return []
+        if username is None:
+            username = session.username
+        removed: list[str] = []
+        for full_filter, opts in list(session.subscriptions.items()):
+            entry = (full_filter, opts.qos, opts.no_local, opts.rap, opts.retain_handling)
+            args: dict[str, Any] = {
+                "username": username,
+                "mountpoint": mountpoint,
+                "client_id": client_id,
+                "topics": [hookargs.topic_entry(entry, v5)],
+            }
+            if v5:
+                args["properties"] = {}
+            outcome = await self.hooks.auth(hook, args)
+            topics = outcome.topics
+            if topics is None and outcome.modifiers:
+                topics = outcome.modifiers.get("topics")
+            refused = not outcome.allowed or (
+                topics is not None and not any(0 <= t[1] <= 2 for t in topics)
+            )
+            # (the session may have changed while the chain ran: only remove what was asked)
+            if refused and session.subscriptions.get(full_filter) is opts:
+                session.remove_subscription(full_filter)
+                removed.append(full_filter)
+        if removed:
+            log.info(
+                "subscriptions_reauthorized",
+                client_id=client_id,
+                mountpoint=mountpoint,
+                removed=removed,
+            )
+            if self.hooks.implemented("on_topic_unsubscribed"):
+                self.hooks.notify(
+                    "on_topic_unsubscribed",
+                    {"mountpoint": mountpoint, "client_id": client_id, "topics": removed},
+                )
+        return removed
+
     def sessions_info(self) -> Sequence[SessionInfo]:
         return [self._info(s) for s in self.sessions.values()]
 
@@ -610,6 +667,11 @@ class BrokerHost:
         self, client_id: str, mountpoint: str = "", *, do_cleanup: bool = False
     ) -> bool:
         return await self._broker.disconnect(client_id, mountpoint, do_cleanup=do_cleanup)
+
+    async def reauthorize_subscriptions(
+        self, client_id: str, mountpoint: str = "", username: str | None = None
+    ) -> list[str]:
+        return await self._broker.reauthorize_subscriptions(client_id, mountpoint, username)
 
     def sessions(self) -> Sequence[SessionInfo]:
         return self._broker.sessions_info()

@@ -147,7 +147,8 @@ def deliver(conn: Connection, message: Message, qos: int, retain: bool, v5: bool
     return args
 
 
-def _topic_entry(entry: Any, v5: bool) -> Any:
+def topic_entry(entry: Any, v5: bool) -> Any:
+    """One subscribe ``topics`` entry in the hook form (``(filter, qos[, options])``)."""
     topic, qos, no_local, rap, rh = entry
     if not v5:
         return (topic, qos)
@@ -165,7 +166,7 @@ def subscribe(
         "username": conn.username,
         "mountpoint": conn.mountpoint,
         "client_id": conn.client_id,
-        "topics": [_topic_entry(e, v5) for e in entries],
+        "topics": [topic_entry(e, v5) for e in entries],
     }
     if v5:
         args["properties"] = to_hook(props)

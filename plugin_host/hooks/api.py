@@ -123,6 +123,14 @@ class Host(Protocol):
         """Disconnect a client (v5 reason 0x98 administrative action); False if unknown."""
         ...
 
+    async def reauthorize_subscriptions(
+        self, client_id: str, mountpoint: str = "", username: str | None = None
+    ) -> list[str]:
+        """Ask auth_on_subscribe(_m5) again, as ``username`` (the session's when ``None``),
+        for each subscription of a session; remove those refused now. Returns the removed
+        filters (VerneMQ's ``vmq_api.reauthorize_subscriptions``)."""
+        ...
+
     def sessions(self) -> Sequence[SessionInfo]:
         """Every session the broker holds, online and offline."""
         ...

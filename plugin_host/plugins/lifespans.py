@@ -62,6 +62,12 @@ class PluginHost:
         """Disconnect a client; False if it is not connected."""
         return await self._host.disconnect(client_id, mountpoint, do_cleanup=do_cleanup)
 
+    async def reauthorize_subscriptions(
+        self, client_id: str, mountpoint: str = "", username: str | None = None
+    ) -> list[str]:
+        """Re-run auth_on_subscribe for a session's subscriptions; drop those now refused."""
+        return await self._host.reauthorize_subscriptions(client_id, mountpoint, username)
+
     def sessions(self) -> Sequence[SessionInfo]:
         """Every session the broker holds."""
         return self._host.sessions()

@@ -168,3 +168,54 @@ async def test_installed_entry_point_and_vernemq_conf(lua_dir, paho, tmp_path) -
         assert await client.subscribe("shout/#", 1) == [1]
         assert await client.publish("shout/x", b"quiet", qos=1) == 0
         assert (await client.receive()).payload == b"QUIET"
+
+
+REVOKE = """
+kv.ensure_table({name = "revoked", type = "set"})
+
+local function allowed(username, topic)
+  return kv.lookup("revoked", username .. " " .. topic)[1] == nil
+end
+
+hooks = {
+  auth_on_subscribe = function(sub)
+    for _, t in ipairs(sub.topics) do
+      if not allowed(sub.username, t[1]) then return false end
+    end
+    return true
+  end,
+  auth_on_publish = function(pub)
+    if pub.topic == "admin/revoke" then
+      -- payload "<client id> <topic>": revoke it and re-check that client's subscriptions
+      local client_id, topic = string.match(pub.payload, "^(%S+) (%S+)$")
+      kv.insert("revoked", {[pub.username .. " " .. topic] = true})
+      local r = vmq_api.reauthorize_subscriptions(pub.username,
+                                                  {mountpoint = "", client_id = client_id}, {})
+      return {payload = r}
+    end
+    return true
+  end,
+}
+"""
+
+
+async def test_vmq_api_reauthorize_subscriptions_through_the_broker(lua_dir, paho) -> None:
+    lua = lua_dir(revoke=REVOKE)
+    async with run_broker(
+        config(lua), plugins={"diversity": DiversityPlugin()}, allow_anonymous=True
+    ) as broker:
+        sub = paho(broker.address, "sub", username="alice", password="x")
+        assert await sub.connect() == 0
+        assert await sub.subscribe("news/#", 1) == [1]
+        assert await sub.subscribe("admin/#", 1) == [1]
+        admin = paho(broker.address, "admin", username="alice", password="x")
+        assert await admin.connect() == 0
+        assert await admin.publish("admin/revoke", b"sub news/#") == 0
+        message = await sub.receive()
+        assert (message.topic, message.payload) == ("admin/revoke", b"ok")
+        info = broker.host.session("sub")
+        assert info is not None and info.subscriptions == [("admin/#", 1)]
+        assert await admin.publish("news/today", b"not for sub") == 0
+        assert await admin.publish("admin/note", b"still for sub") == 0
+        message = await sub.receive()
+        assert (message.topic, message.payload) == ("admin/note", b"still for sub")
