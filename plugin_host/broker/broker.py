@@ -682,10 +682,11 @@ class BrokerHost:
     def hooks_changed(self) -> None:
         self._broker.hooks_changed()
 
-    def on_reload(self, callback: ReloadCallback) -> Callable[[], None]:
+    def on_reload(self, callback: ReloadCallback, *, name: str | None = None) -> Callable[[], None]:
         """Run ``callback`` (sync or async) on every reload: SIGHUP or the admin API.
 
         The server owns SIGHUP (trio gives a signal to one receiver only), so a plugin must not
-        open its own receiver. Returns the function that unregisters the callback.
+        open its own receiver. ``name`` (default: the plugin's) labels it in the reload report.
+        Returns the function that unregisters the callback.
         """
-        return self._broker.reloads.register(self._name or "plugin", callback)
+        return self._broker.reloads.register(name or self._name or "plugin", callback)

@@ -80,6 +80,19 @@ class PluginHost:
         """Recompile the hook tables (call after ``plugin_host_active_hooks`` changed)."""
         self._hooks_changed()
 
+    def on_reload(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Run ``callback`` (sync or async) on every reload: SIGHUP, or the admin API.
+
+        The server owns SIGHUP (trio gives a signal to one receiver only): register here
+        instead of opening a signal receiver. Returns the function that unregisters it.
+        NotImplementedError when the host has no reloads (a test double, say).
+        """
+        on_reload = getattr(self._host, "on_reload", None)
+        if on_reload is None:
+            raise NotImplementedError("this host has no reload callbacks")
+        unregister: Callable[[], None] = on_reload(callback, name=self.plugin)
+        return unregister
+
 
 class _NamedLifespan:
     """Wraps a plugin's context manager: errors on exit are logged with the plugin's name and

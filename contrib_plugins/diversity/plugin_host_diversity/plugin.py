@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -53,6 +53,18 @@ def _merged(hook: str, outcome: Any, properties: dict[str, Any]) -> Any:
     if isinstance(outcome, Later):
         return Then(outcome, partial(translate.merge_properties, hook, current=properties))
     return translate.merge_properties(hook, outcome, properties)
+
+
+def _on_server_reload(host: Any, callback: Callable[[], Any]) -> Callable[[], None] | None:
+    """Register ``callback`` with the server's reloads (SIGHUP); None if the host has none."""
+    on_reload = getattr(host, "on_reload", None)
+    if on_reload is None:
+        return None
+    try:
+        unregister: Callable[[], None] = on_reload(callback)
+    except NotImplementedError:
+        return None
+    return unregister
 
 
 class _Running:
@@ -165,8 +177,14 @@ class DiversityPlugin:
             body_error: BaseException | None = None
             try:
                 async with trio.open_nursery() as nursery:
+                    # The server owns SIGHUP and runs its reload callbacks (trio gives a signal
+                    # to one receiver only); a host without them leaves the signal to us.
+                    unregister = (
+                        _on_server_reload(host, self.reload) if config.reload_on_sighup else None
+                    )
                     if (
                         config.reload_on_sighup
+                        and unregister is None
                         and threading.current_thread() is threading.main_thread()
                     ):
                         await nursery.start(self._watch_sighup)
@@ -176,6 +194,8 @@ class DiversityPlugin:
                         body_error = exc
                         raise
                     finally:
+                        if unregister is not None:
+                            unregister()
                         nursery.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 # The nursery wraps what the lifespan's body raised: hand it back unwrapped.
@@ -216,6 +236,7 @@ class DiversityPlugin:
             self._set_scripts(self._scripts)
 
     async def _watch_sighup(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        # Only for a host without reload callbacks (see _on_server_reload).
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
             task_status.started()
             async for _ in signals:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import trio
 from structlog.testing import capture_logs
 
+from plugin_host.settings import Config, PluginSection
+from plugin_host.testing import open_client, run_broker
 from plugin_host.testing.http_server import Response, open_http_server
+from plugin_host_diversity.plugin import DiversityPlugin
 
 V1 = 'hooks = {auth_on_publish = function(p) return {payload = "v1"} end}'
 V2 = 'hooks = {auth_on_publish = function(p) return {payload = "v2"} end}'
@@ -115,3 +119,49 @@ async def test_sighup_reloads(lua_dir, run, host) -> None:
         with trio.fail_after(10):
             await changed.wait()
         assert await _payload(plugin) == b"v2"
+
+
+async def test_sighup_goes_through_the_server_when_the_host_offers_reloads(
+    lua_dir, run, host
+) -> None:
+    """Under the server, SIGHUP is the server's: the plugin registers a reload callback and
+    opens no signal receiver of its own (trio would give the signal to one receiver only)."""
+    callbacks: list[Any] = []
+
+    def on_reload(callback: Any) -> Any:
+        callbacks.append(callback)
+        return lambda: callbacks.remove(callback)
+
+    host.on_reload = on_reload  # what the broker's host offers
+    lua = lua_dir(main=V1)
+    handler_before = signal.getsignal(signal.SIGHUP)
+    async with run({"script_dir": str(lua), "reload_on_sighup": True}, host=host) as plugin:
+        assert signal.getsignal(signal.SIGHUP) == handler_before  # no receiver of its own
+        (callback,) = callbacks
+        (lua / "main.lua").write_text(V2)
+        assert await callback() == {"main": "reloaded"}
+        assert await _payload(plugin) == b"v2"
+    assert callbacks == []  # unregistered when the lifespan ends
+
+
+async def test_broker_reload_reloads_the_scripts(lua_dir) -> None:
+    """Through a real broker: ``broker.reload()`` is what the server's SIGHUP handler runs."""
+    lua = lua_dir(main=V1)
+    cfg = Config()
+    cfg.sections["diversity"] = PluginSection(
+        plugin="diversity", values={"script_dir": str(lua), "reload_on_sighup": True}
+    )
+    plugins = {"diversity": DiversityPlugin()}
+    async with (
+        run_broker(cfg, plugins=plugins, allow_anonymous=True) as broker,
+        open_client(broker.address, client_id="c") as client,
+    ):
+        await client.subscribe("t", qos=1)
+        await client.publish("t", b"original", qos=1)
+        assert (await client.receive()).payload == b"v1"
+        (lua / "main.lua").write_text(V2)
+        report = await broker.broker.reload()
+        assert report["diversity"] == {"main": "reloaded"}
+        await client.publish("t", b"original", qos=1)
+        assert (await client.receive()).payload == b"v2"
+    assert "diversity" not in broker.broker.reloads.names
