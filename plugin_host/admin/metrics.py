@@ -55,6 +55,13 @@ _FROM_CLIENT = _BOTH_WAYS | {"connect", "subscribe", "unsubscribe", "pingreq"}
 _TO_CLIENT = _BOTH_WAYS | {"connack", "suback", "unsuback", "pingresp"}
 
 
+def publishes_sent(broker: Broker) -> list[int]:
+    """Deliveries per QoS (QoS 0 of open connections is still in their own counter)."""
+    sent = list(broker.counters.publishes_sent)
+    sent[0] += sum(conn.delivered for conn in broker.connections)
+    return sent
+
+
 def reason_name(code: int) -> str:
     """``0x87`` -> ``"not_authorized"`` (the MQTT 5 name; hex for unknown codes)."""
     try:
@@ -212,10 +219,11 @@ def broker_families(broker: Broker, info: ServerInfo | None = None) -> Iterator[
     yield received
     sent = _counter("packets_sent", "MQTT packets sent (buffered), by type.", labels=("type",))
     publish = int(PacketType.PUBLISH)
+    deliveries = publishes_sent(broker)
     for number, count in enumerate(c.packets_sent):
         out_type = _PACKET_NAMES.get(number)
         if out_type in _TO_CLIENT:
-            extra = sum(c.publishes_sent) if number == publish else 0
+            extra = sum(deliveries) if number == publish else 0
             sent.add_metric([out_type], count + extra)
     yield sent
     yield _counter("bytes_received", "Bytes read from client sockets.", c.bytes_received)
@@ -232,7 +240,7 @@ def broker_families(broker: Broker, info: ServerInfo | None = None) -> Iterator[
         "Messages delivered to clients (first PUBLISH of each delivery, no re-sends), by QoS.",
         labels=("qos",),
     )
-    for qos, count in enumerate(c.publishes_sent):
+    for qos, count in enumerate(deliveries):
         pub_out.add_metric([str(qos)], count)
     yield pub_out
     yield _counter(
@@ -352,7 +360,7 @@ def snapshot(broker: Broker) -> dict[str, Any]:
         "queued": state["queued"],
         "inflight": state["inflight"],
         "publishes_received": sum(c.publishes_received),
-        "publishes_sent": sum(c.publishes_sent),
+        "publishes_sent": sum(publishes_sent(broker)),
         "messages_routed": c.messages_routed,
         "messages_dropped": dropped,
         "bytes_received": c.bytes_received,

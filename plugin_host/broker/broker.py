@@ -94,8 +94,9 @@ class Counters:
     ``packets_received`` is keyed by packet class (counted as the reader handles them);
     ``packets_sent`` is indexed by packet type number and counts what is buffered for sending
     except first deliveries of PUBLISH, which ``publishes_sent`` counts per QoS (as
-    ``publishes_received`` does for incoming PUBLISH). ``connects_refused_by`` is keyed by
-    the (MQTT 5) CONNACK reason code.
+    ``publishes_received`` does for incoming PUBLISH). QoS 0 deliveries of open connections
+    are counted in ``Connection.delivered`` and added here when the connection ends.
+    ``connects_refused_by`` is keyed by the (MQTT 5) CONNACK reason code.
     """
 
     __slots__ = (
@@ -325,6 +326,7 @@ class Broker:
 
     def connection_removed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self.counters.publishes_sent[0] += conn.delivered
         if not self.connections:
             self._connections_gone.set()
 

@@ -178,6 +178,7 @@ async def test_drops_queues_sessions_and_retained_with_paho_and_trio_clients(
     assert m.value(P + "messages_dropped_total", reason="not_authorized") == 1
     assert m.value(P + "publishes_received_total", qos="1") == 6
     assert m.value(P + "publishes_received_total", qos="0") == 1
+    assert m.value(P + "publishes_sent_total", qos="0") == 1  # to "small", still connected
     assert m.value(P + "queued_messages") == 1
     assert m.value(P + "sessions", state="offline") == 1
     assert m.value(P + "sessions", state="online") == 1  # "small"
