@@ -128,13 +128,17 @@ async def _prepare(
                 )
         return stream
     except trio.TooSlowError:
-        reason = f"timeout after {seconds:g} s"
+        reason, peer_closed = f"timeout after {seconds:g} s", False
     except (ProxyProtocolError, TLSHandshakeError, WebSocketHandshakeError) as exc:
-        reason = str(exc)
+        reason, peer_closed = str(exc), exc.peer_closed
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         reason = f"connection lost: {exc.__cause__ or exc or type(exc).__name__}"
+        peer_closed = True
     bound.handshake_failures += 1
-    log.warning(
+    # A client that just went away (port probes, balancers' TCP health checks) is routine:
+    # info, not warning.
+    emit = log.info if peer_closed else log.warning
+    emit(
         _EVENTS[stage],
         listener=bound.name,
         kind=lc.kind,

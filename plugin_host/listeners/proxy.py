@@ -65,7 +65,14 @@ PP2_CLIENT_CERT_SESS = 0x04
 
 
 class ProxyProtocolError(ValueError):
-    """A malformed or unsupported PROXY header (the connection is closed)."""
+    """A malformed or unsupported PROXY header (the connection is closed).
+
+    ``peer_closed``: the peer closed the connection before the header was complete.
+    """
+
+    def __init__(self, message: str, *, peer_closed: bool = False) -> None:
+        super().__init__(message)
+        self.peer_closed = peer_closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +140,8 @@ class ProxyHeaderParser:
             raise ProxyProtocolError("header already parsed")
         if not data:
             raise ProxyProtocolError(
-                f"connection closed after {len(self._buf)} bytes of the PROXY header"
+                f"connection closed after {len(self._buf)} bytes of the PROXY header",
+                peer_closed=True,
             )
         buf = self._buf
         buf += data

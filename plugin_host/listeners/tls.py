@@ -58,11 +58,15 @@ _VERSIONS = {
 
 
 class TLSHandshakeError(Exception):
-    """The TLS handshake failed; ``reason`` is OpenSSL's (or ours, for ``depth``)."""
+    """The TLS handshake failed; ``reason`` is OpenSSL's (or ours, for ``depth``).
 
-    def __init__(self, reason: str) -> None:
+    ``peer_closed``: the client just went away (a port probe, a balancer's TCP health check).
+    """
+
+    def __init__(self, reason: str, *, peer_closed: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.peer_closed = peer_closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +177,8 @@ class ServerTLS:
         try:
             await stream.do_handshake()
         except trio.BrokenResourceError as exc:
-            raise TLSHandshakeError(_handshake_reason(exc)) from None
+            reason, peer_closed = _handshake_reason(exc)
+            raise TLSHandshakeError(reason, peer_closed=peer_closed) from None
         depth = self.config.depth
         if self.context.verify_mode != ssl.CERT_NONE:
             intermediates = _intermediates(stream)
@@ -217,12 +222,13 @@ def _intermediates(stream: trio.SSLStream[Any]) -> int | None:
     return max(len(chain) - 2, 0)  # leaf ... intermediates ... trusted root
 
 
-def _handshake_reason(exc: BaseException) -> str:
+def _handshake_reason(exc: BaseException) -> tuple[str, bool]:
+    """OpenSSL's reason for a failed handshake, and whether the client simply went away."""
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, ssl.SSLError):
         if isinstance(cause, ssl.SSLEOFError) or cause.reason == "UNEXPECTED_EOF_WHILE_READING":
-            return "the client closed the connection during the handshake"
-        return _ssl_reason(cause)
+            return "the client closed the connection during the handshake", True
+        return _ssl_reason(cause), False
     if isinstance(cause, OSError):
-        return cause.strerror or str(cause)
-    return str(exc) or "the connection broke during the handshake"
+        return cause.strerror or str(cause), True
+    return str(exc) or "the connection broke during the handshake", True

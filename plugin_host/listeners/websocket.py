@@ -70,10 +70,11 @@ _BINARY_FIN = 0x82
 class WebSocketHandshakeError(Exception):
     """The upgrade failed (the client got an HTTP error, or went away); ``reason`` says why."""
 
-    def __init__(self, reason: str, status: int | None = None) -> None:
+    def __init__(self, reason: str, status: int | None = None, *, peer_closed: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.peer_closed = peer_closed  # the client went away without a request
 
 
 def encode_binary_frames(data: bytes | bytearray, max_frame: int | None) -> bytearray:
@@ -271,7 +272,9 @@ async def accept_websocket(
     while request is None:
         data = await transport.receive_some(READ_SIZE)
         if not data:
-            raise WebSocketHandshakeError("the client closed the connection before the upgrade")
+            raise WebSocketHandshakeError(
+                "the client closed the connection before the upgrade", peer_closed=True
+            )
         try:
             ws.receive_data(data if type(data) is bytes else bytes(data))
             for event in ws.events():

@@ -279,3 +279,18 @@ async def test_tls_listener_next_to_a_plain_one(pki) -> None:
             assert await p.subscribe("mixed", qos=1) == [1]
             await t.publish("mixed", b"tls to tcp", qos=1)
             assert (await p.receive()).payload == b"tls to tcp"
+
+
+async def test_a_client_that_just_goes_away_is_routine(pki, logs) -> None:
+    """A TCP probe (a balancer's health check) is logged at info, real failures at warning."""
+    async with run_broker(listeners=[pki.listener()]) as broker:
+        probe = await trio.open_tcp_stream(*broker.address)
+        await probe.aclose()
+        (line,) = await logs.wait_for(FAILED)
+        assert line["log_level"] == "info"
+        assert line["reason"] == "the client closed the connection during the handshake"
+        garbage = await trio.open_tcp_stream(*broker.address)
+        await garbage.send_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")  # MQTT, not TLS
+        _, line = await logs.wait_for(FAILED, 2)
+        assert line["log_level"] == "warning" and "WRONG_VERSION_NUMBER" in line["reason"]
+        await garbage.aclose()
