@@ -268,12 +268,28 @@ async def _serve_http(
     config = _hypercorn_config(listener)
     secure = listener.sockets if listener.ssl_context is not None else []
     insecure = [] if listener.ssl_context is not None else listener.sockets
-    await worker_serve(
-        wrap_app(admin.app, config.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
-        config,
-        sockets=Sockets(secure, insecure, []),
-        shutdown_trigger=admin._stop.wait,
-        task_status=task_status,
-    )
+    started = False
+
+    class _Started:
+        def started(self, value: list[str]) -> None:
+            nonlocal started
+            started = True
+            task_status.started(value)
+
+    try:
+        await worker_serve(
+            wrap_app(admin.app, config.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
+            config,
+            sockets=Sockets(secure, insecure, []),
+            shutdown_trigger=admin._stop.wait,
+            task_status=_Started(),  # type: ignore[arg-type]
+        )
+    except Exception:
+        if not started:
+            raise
+        # The admin side failing must not take the MQTT broker down with it.
+        listener.state = "failed"
+        log.exception("http_listener_failed", listener=listener.name)
+        return
     for host, port in listener.addresses:
         log.debug("http_listener_stopped", listener=listener.name, host=host, port=port)
