@@ -202,3 +202,26 @@ async def test_mqttv31_subprotocol_and_mqtt_3_1(raw_ws) -> None:
         (connack,) = await ws.packets(1)
         assert isinstance(connack, Connack) and connack.reason_code == 0
         await ws.aclose()
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["ws", "wss"])
+async def test_connection_opts_forwarded_over_websocket(pki, raw_ws, recorder, secure) -> None:
+    alice = pki.client("alice")
+    if secure:
+        listener = pki.listener(
+            kind="wss", name="web", client_auth=True, forward_connection_opts=True
+        )
+        ctx = pki.client_context(alice)
+    else:
+        listener = ws_listener(forward_connection_opts=True)
+        ctx = None
+    async with run_broker(listeners=[listener], plugins={"rec": recorder}) as broker:
+        ws = await raw_ws.open(broker.address, ssl_context=ctx)
+        await ws.send_frame(connect_bytes("w"))
+        await ws.packets(1)
+        await ws.aclose()
+        port = broker.address[1]
+    args = recorder.last("w")
+    assert args["listener_type"] == ("mqttwss" if secure else "mqttws")
+    assert (args["listener_addr"], args["listener_port"]) == ("127.0.0.1", port)
+    assert args["client_cert"] == (pki.der(alice) if secure else None)
