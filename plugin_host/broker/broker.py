@@ -173,6 +173,9 @@ class Broker:
         self._connections_gone = trio.Event()
         self.timers = TimerWheel()
         self.counters = Counters()
+        #: Connections a QoS 0 delivery found past their high-water mark, for the publishing
+        #: reader to wait on (backpressure, see ``plugin_host.broker.connection``).
+        self.congested: set[Connection] = set()
         self.shutting_down = False
         self._log = structlog.get_logger("plugin_host.host")
         #: A durable store observing every state change (None: memory only).

@@ -15,6 +15,15 @@ does one ``send_all`` with everything pending (write coalescing). ``out`` is bou
 ``max_outgoing_buffer``: QoS 0 beyond it is dropped and counted, QoS 1/2 stay queued in the
 session until the socket drains.
 
+Backpressure (QoS 0 floods): a QoS 0 delivery that finds a subscriber's ``out`` past its
+high-water mark (a quarter of ``max_outgoing_buffer``) marks that connection congested; the
+publishing reader then stops reading until that writer has drained below the low-water mark
+(a quarter of the high-water mark), so a subscriber that keeps up loses nothing however fast
+publishers write. The wait is bounded (:data:`BACKPRESSURE_TIMEOUT`): a writer that did not
+drain by then is *stuck* (its client stopped reading): publishers no longer wait for it and
+its QoS 0 deliveries are dropped at ``max_outgoing_buffer`` until it drains again. When
+nothing is congested this costs one comparison per delivery and one per PUBLISH read.
+
 Closing: :meth:`close` (idempotent, synchronous) stops the reader, lets the writer flush what
 is pending (bounded by a short deadline), and the connection task then tells the broker the
 connection is gone (will message, session expiry, hooks).
@@ -76,6 +85,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 READ_SIZE = 65536
+#: Longest a publishing reader waits for congested subscribers to drain (then they are stuck).
+BACKPRESSURE_TIMEOUT = 0.5
 #: How long a closing connection may take to flush what is pending (then it is cut).
 CLOSE_FLUSH_TIMEOUT = 5.0
 #: MQTT 5 session expiry 0xFFFFFFFF means "never".
@@ -160,7 +171,9 @@ class Connection:
         "connected",
         "deliver_hook",
         "delivered",
+        "drained",
         "end_kind",
+        "high_water",
         "info",
         "keepalive",
         "level",
@@ -177,6 +190,7 @@ class Connection:
         "rate_window",
         "session",
         "stream",
+        "stuck",
         "username",
         "v5",
         "variant_key",
@@ -218,6 +232,11 @@ class Connection:
         self._lifetime_deadline = math.inf
         self.will: _Will | None = None
         self.max_buffer = cfg.max_outgoing_buffer
+        # Backpressure (see the module docstring): past high_water a QoS 0 delivery makes the
+        # publisher wait for ``drained``; ``stuck`` after such a wait timed out.
+        self.high_water = max(1, self.max_buffer // 4)
+        self.drained: trio.Event | None = None
+        self.stuck = False
         self.window = cfg.max_inflight_messages
         self.client_max_packet = 0  # 0 = no limit announced by the client
         self.alias_in: dict[int, str] | None = None
@@ -342,6 +361,10 @@ class Connection:
                 self.out = bytearray()
                 await stream.send_all(out)
                 self.broker.counters.bytes_sent += len(out)
+                if (self.drained is not None or self.stuck) and len(
+                    self.out
+                ) < self.high_water >> 2:
+                    self._relieved()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not self.closing:
                 log.debug("write_failed", client_id=self.client_id, error=str(exc))
@@ -349,6 +372,15 @@ class Connection:
             log.exception("connection_writer_failed", client_id=self.client_id)
         self.closing = True
         self._read_scope.cancel()
+        self._relieved()  # publishers waiting for this writer: it is gone
+
+    def _relieved(self) -> None:
+        """The writer drained below the low-water mark (or ended): publishers may go on."""
+        self.stuck = False
+        drained = self.drained
+        if drained is not None:
+            self.drained = None
+            drained.set()
 
     def _drain(self, session: Session) -> None:
         """Move queued deliveries into the outgoing buffer while the window and buffer allow."""
@@ -405,9 +437,12 @@ class Connection:
         if qos == 0:
             if self.closing:
                 return True
-            if len(out) >= self.max_buffer:
-                self.broker.message_dropped(self.session, message, "buffer_full")
-                return True
+            if len(out) >= self.high_water:
+                if len(out) >= self.max_buffer:
+                    self.broker.message_dropped(self.session, message, "buffer_full")
+                    return True
+                if not self.stuck:
+                    self.broker.congested.add(self)  # the publisher waits (backpressure)
             cache = message.encoded
             if (
                 cache is not None
@@ -648,6 +683,8 @@ class Connection:
             received[t] += 1
             if t is Publish:
                 pending = self._on_publish(packet)
+                if broker.congested and pending is None:
+                    pending = self._backpressure()
             elif t is Puback:
                 self._on_puback(packet)
                 pending = None
@@ -679,6 +716,34 @@ class Connection:
                 await pending
                 broker.clock = time.monotonic()  # time passed (hook changes: next batch)
         return not self.closing
+
+    async def _backpressure(self) -> None:
+        """Our deliveries filled subscribers past their high-water mark: stop reading until
+        their writers drained, at most :data:`BACKPRESSURE_TIMEOUT`; those that did not are
+        stuck (publishers stop waiting for them; their QoS 0 is dropped when full)."""
+        broker = self.broker
+        congested = broker.congested
+        broker.congested = set()
+        congested.discard(self)  # a client reading its own publishes must not wait on itself
+        waiting: list[tuple[Connection, trio.Event]] = []
+        for conn in congested:
+            if not conn.closing and not conn.stuck:
+                drained = conn.drained
+                if drained is None:
+                    drained = conn.drained = trio.Event()
+                waiting.append((conn, drained))
+        with trio.move_on_after(BACKPRESSURE_TIMEOUT):
+            for _, drained in waiting:
+                await drained.wait()
+        for conn, drained in waiting:
+            if not drained.is_set() and not conn.closing and not conn.stuck:
+                conn.stuck = True
+                log.info(
+                    "subscriber_stuck",
+                    client_id=conn.client_id,
+                    waited=BACKPRESSURE_TIMEOUT,
+                    publisher=self.client_id,
+                )
 
     def _protocol_error(self, exc: MQTTError) -> None:
         """Bad input after CONNECT: log once, v5 DISCONNECT with the reason code, close."""
