@@ -140,9 +140,13 @@ async def test_webhooks_register_real_call_show_cache_deregister(
                         "entries": 1,
                     }
                 ]
+                reset = parsed(await admin.cli("webhooks", "cache", "show", "--reset", "--json"))
+                assert reset[0]["hits"] == 1
+                zeroed = parsed(await admin.cli("webhooks", "cache", "show", "--json"))
+                assert (zeroed[0]["hits"], zeroed[0]["entries"]) == (0, 1)
                 await admin.cli("webhooks", "cache", "clear")
                 cache = parsed(await admin.cli("webhooks", "cache", "show", "--json"))
-                assert cache[0]["entries"] == 0
+                assert all(row["entries"] == 0 for row in cache)
                 await client.publish("a/b", b"3", qos=1)  # cache cleared: a real call again
                 assert len(server.requests) == 2
 

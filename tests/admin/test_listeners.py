@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from plugin_host.mqtt import Disconnect
 from plugin_host.testing import open_client
 from plugin_host.testing.client import ConnectionRefused
 
@@ -43,3 +44,21 @@ async def test_listener_show_stop_start(admin_broker: Any, cli: Any) -> None:
             unknown = await admin.cli("listener", "stop", "nope", ok=False)
     assert unknown.exit_code == 1
     assert "(HTTP 404, not_found)" in unknown.stderr
+
+
+async def test_listener_stop_with_kill_sessions(admin_broker: Any, cli: Any) -> None:
+    async with admin_broker("listener.tcp.second = 127.0.0.1:0\n") as admin:
+        second = admin.running.listener_address("second")
+        async with (
+            open_client(admin.address, client_id="elsewhere") as elsewhere,
+            open_client(second, client_id="victim", protocol=5) as victim,
+        ):
+            await admin.cli("listener", "stop", "tcp.second", "--kill-sessions")
+            packet = await victim.receive_packet(Disconnect)
+            assert packet.reason_code == 0x98
+            await victim.wait_closed()
+            await elsewhere.publish("t", b"x", qos=1)  # another listener's client stays
+            rows = parsed(await admin.cli("listener", "show", "--json"))
+    states = {r["id"]: (r["state"], r["connections"]) for r in rows}
+    assert states["tcp.second"] == ("stopped", 0)
+    assert states["tcp.default"] == ("running", 1)

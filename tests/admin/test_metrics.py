@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -24,6 +25,8 @@ from plugin_host.mqtt import (
     Subscribe,
     Subscription,
 )
+from plugin_host.plugins.manager import PluginLoadError, PluginManager
+from plugin_host.settings import Config
 from plugin_host.testing import open_client
 
 P = "plugin_host_"
@@ -282,3 +285,13 @@ async def test_two_brokers_in_one_process_have_their_own_registries(admin_broker
     assert m2.value(P + "connects_total") == 0
     assert m1.value(P + "publishes_received_total", qos="1") == 1
     assert m2.value(P + "publishes_received_total", qos="1") == 0
+
+
+async def test_an_async_plugin_host_metrics_is_refused_at_start_up() -> None:
+    class AsyncMetrics:
+        @hookimpl
+        async def plugin_host_metrics(self) -> list[Any]:
+            return []
+
+    with pytest.raises(PluginLoadError, match="plugin_host_metrics must be a plain function"):
+        PluginManager.discover(Config(), entry_points=(), extra_plugins={"am": AsyncMetrics()})

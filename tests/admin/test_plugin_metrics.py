@@ -94,13 +94,14 @@ async def test_lua_calls_errors_and_time_per_script_and_hook(
             await client.publish("lua/ok", b"x", qos=1)
         ack = await client.publish("lua/fail", b"x", qos=1)
         assert ack.reason_code == 0x87  # the script failed: deny (on_error = deny)
+        assert (await client.publish("lua/io", b"x", qos=1)).reason_code == 0
         # on_publish is a notification: wait until the workers are idle.
         await trio.testing.wait_all_tasks_blocked()
         m = await admin.scrape()
-    assert m.value("diversity_hook_calls_total", script="acl", hook="on_publish_m5") == 3
+    assert m.value("diversity_hook_calls_total", script="acl", hook="on_publish_m5") == 4
     publish = {"script": "acl", "hook": "auth_on_publish_m5"}
-    assert m.value("diversity_hook_calls_total", **publish) == 4
+    assert m.value("diversity_hook_calls_total", **publish) == 5
     assert m.value("diversity_hook_errors_total", **publish) == 1
-    assert m.value("diversity_hook_duration_seconds_count", **publish) == 4
+    assert m.value("diversity_hook_duration_seconds_count", **publish) == 5
     assert m.value("diversity_hook_duration_seconds_sum", **publish) > 0
     assert m.value("diversity_scripts") == 1
