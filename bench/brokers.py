@@ -149,6 +149,18 @@ def auth_on_publish():
 '''
 
 
+# Persistence on (the default, spelled out) versus off, for the cost of the message store: run
+# both on the fanin-qos1-persistent scenario, where every message reaches a persistent session.
+PERSIST_CONF = (
+    PLUGIN_HOST_CONF
+    + """persistence = on
+persistence.sync = batch
+persistence.dir = ${workdir}/data
+"""
+)
+NOPERSIST_CONF = PLUGIN_HOST_CONF + "persistence = off\n"
+
+
 def plugin_host_command(ctx: RunContext, *extra: str) -> list[str]:
     """``plugin-host serve --config <the variant's config> *extra`` (for plugin-host variants)."""
     return [*ctx.tool("plugin-host"), "serve", "--config", str(ctx.config_path), *extra]
@@ -193,6 +205,25 @@ VARIANTS: list[Variant] = [
         ratio_to=("plugin-host",),
         default=False,
         description="plugin-host with one trivial Python auth_on_publish hook (--plugins-dir)",
+    ),
+    Variant(
+        name="plugin-host+persist",
+        family="plugin-host",
+        command=plugin_host_command,
+        config_name="plugin-host.conf",
+        config_text=PERSIST_CONF,
+        ratio_to=("plugin-host+nopersist",),
+        default=False,
+        description="plugin-host with the SQLite message store on, sync = batch (the default)",
+    ),
+    Variant(
+        name="plugin-host+nopersist",
+        family="plugin-host",
+        command=plugin_host_command,
+        config_name="plugin-host.conf",
+        config_text=NOPERSIST_CONF,
+        default=False,
+        description="plugin-host with persistence = off (memory only)",
     ),
 ]
 

@@ -1,8 +1,9 @@
 """The ``plugin-host`` command.
 
 Exit codes: 0 success (also after a graceful Ctrl-C/SIGTERM shutdown), 1 the broker failed at
-run time (e.g. a port already in use), 2 bad configuration or command-line usage, 130 stopped by
-Ctrl-C before the broker could shut down gracefully (e.g. during start-up).
+run time (e.g. a port already in use), 2 bad configuration or command-line usage, 3 the message
+store cannot be used (corrupt, written by a newer version, locked by another broker), 130 stopped
+by Ctrl-C before the broker could shut down gracefully (e.g. during start-up).
 
 Subcommands owned by other parts of the package are registered lazily in :data:`LAZY_COMMANDS`
 (module, attribute, one-line help), so ``plugin-host serve`` does not import them and a missing
@@ -26,6 +27,7 @@ from plugin_host.settings import Config, ConfigError, Key
 
 EXIT_RUNTIME_ERROR = 1
 EXIT_CONFIG_ERROR = 2
+EXIT_STORE_ERROR = 3
 EXIT_INTERRUPTED = 130
 
 #: name -> (module, attribute, short help shown while the module is not installed)
@@ -166,6 +168,12 @@ Examples:
     type=click.Choice(["auto", "console", "json"]),
     help="auto (the default): readable on a terminal, JSON lines otherwise.",
 )
+@click.option(
+    "--discard-store",
+    is_flag=True,
+    help="If the message store (persistence.dir) is corrupt or was written by a newer version, "
+    "move it aside (logged) and start empty instead of refusing to start.",
+)
 def serve(
     config_file: Path | None,
     listen: tuple[str, ...],
@@ -173,6 +181,7 @@ def serve(
     plugins_dirs: tuple[Path, ...],
     log_level: str | None,
     log_format: str | None,
+    discard_store: bool,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM (then shut down gracefully)."""
     overrides = ConfigOverrides(
@@ -189,6 +198,8 @@ def serve(
             _config_error_exit(exc)
         configure_logging(config.log.level, config.log.format, cache_loggers=True)
         log_warnings(config)
+        if discard_store:
+            config.persistence.discard_unreadable = True
         code = _run_server(config)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
@@ -207,6 +218,7 @@ def _run_server(config: Config) -> int:
     import trio
 
     from plugin_host import server
+    from plugin_host.store import StoreError
 
     log = structlog.get_logger(__name__)
     try:
@@ -216,6 +228,17 @@ def _run_server(config: Config) -> int:
         if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
             log.info("stopped", reason="interrupted")
             return EXIT_INTERRUPTED
+        store_errors = [leaf for leaf in leaves if isinstance(leaf, StoreError)]
+        if store_errors:
+            # Never start empty by accident: say what is wrong and how to go on.
+            for error in store_errors:
+                hint = (
+                    " (start with --discard-store to move it aside and start empty)"
+                    if error.discardable
+                    else ""
+                )
+                click.echo(f"plugin-host: {error}{hint}", err=True)
+            return EXIT_STORE_ERROR
         expected = [leaf for leaf in leaves if isinstance(leaf, ConfigError | OSError)]
         if expected and all(
             isinstance(leaf, ConfigError | OSError | KeyboardInterrupt | trio.Cancelled)

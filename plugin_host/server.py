@@ -27,6 +27,7 @@ from plugin_host.hooks.api import HookDispatch
 from plugin_host.listeners.manager import MQTT_KINDS, ListenerManager, bind_listener
 from plugin_host.listeners.tcp import BoundListener
 from plugin_host.settings import Config, ListenerConfig
+from plugin_host.store import open_store
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ class ServerInfo:
     shutdown_requested: trio.Event = field(default_factory=trio.Event)
     force_stop: trio.CancelScope = field(default_factory=trio.CancelScope)
     admin: Any = None  # plugin_host.admin.serving.AdminServer: http(s) listeners, $SYS
+    store: Any = None  # the plugin_host.store.Persistence, when persistence is on
 
     def address(self, name: str | None = None) -> tuple[str, int]:
         """The first bound ``(host, port)`` of listener ``name`` (default: the first one)."""
@@ -109,8 +111,17 @@ async def serve(
         manager = PluginManager.discover(config, entry_points=entry_points, extra_plugins=plugins)
         log.info("plugins_loaded", plugins=list(manager.names))
     broker = Broker(config, hooks)
-    listeners = await bind_listeners(config)
+    # Durable state comes back first: before listeners open, plugins start or anything publishes
+    # (a store that cannot be read stops start-up here: plugin_host.store.StoreError).
+    store = await open_store(config, broker)
+    try:
+        listeners = await bind_listeners(config)
+    except BaseException:
+        if store is not None:
+            await store.aclose()
+        raise
     info = ServerInfo(listeners=listeners, broker=broker)
+    info.store = store
     try:
         with info.force_stop:
             async with AsyncExitStack() as stack:
@@ -123,6 +134,8 @@ async def serve(
         for bound in listeners:
             with trio.CancelScope(shield=True):
                 await bound.aclose()
+        if store is not None:
+            await store.aclose()  # the last changes (sessions going offline) are committed
     log.info("stopped")
 
 
@@ -140,6 +153,8 @@ async def _serve_listeners(
         from plugin_host.admin.serving import serve_admin
 
         admin = await nursery.start(serve_admin, info)  # http(s) listeners, metrics, $SYS
+        if info.store is not None:
+            await nursery.start(info.store.run)  # the store's writer: until after shutdown
         manager = ListenerManager(broker, listeners)
         broker.listeners = manager
         broker.reloads.register("listeners", manager.reload_tls)

@@ -134,6 +134,9 @@ class PersistenceConfig:
     dir: Path | None = None  # None: `data/` next to the config file, else the platform data dir
     sync: Literal["batch", "always", "off"] = "batch"
     sync_delay: float = 0.005  # seconds: the longest a batch waits for more messages
+    # `plugin-host serve --discard-store`: a corrupt or unreadable store is moved aside (and
+    # logged) and the broker starts empty, instead of refusing to start
+    discard_unreadable: bool = False
 
 
 @dataclass(slots=True)

@@ -316,6 +316,8 @@ class Broker:
         if session.expiry_timer is not None:
             session.expiry_timer.cancel()
             session.expiry_timer = None
+        if self.store is not None and session.persistent:
+            self.store.session_saved(session)  # online: no expiry deadline, no will waiting
         if present and session.inflight:
             conn.resend_inflight(session)
         if session.queue:
@@ -353,6 +355,8 @@ class Broker:
                 session.expiry_timer = self.timers.call_later(
                     session.expiry_interval, self._expire, session
                 )
+            if self.store is not None:
+                self.store.session_saved(session)  # its expiry deadline, a delayed will
             if hooks.implemented("on_client_offline"):
                 hooks.notify("on_client_offline", hookargs.sid(session))
         else:
@@ -374,7 +378,27 @@ class Broker:
 
     def _will_due(self, session: Session, args: tuple[Any, ...]) -> None:
         session.will_timer = None
+        if self.store is not None and self.sessions.get(session.sid) is session:
+            self.store.session_saved(session)  # the will is no longer waiting
         self._publish_will(*args)
+
+    def expire_later(self, session: Session, delay: float) -> None:
+        """Start the expiry timer of an offline session (sessions restored from a store)."""
+        session.expiry_timer = self.timers.call_later(max(0.0, delay), self._expire, session)
+
+    def will_later(
+        self,
+        session: Session,
+        will: Any,
+        username: str | None,
+        client_id: str,
+        v5: bool,
+        delay: float,
+    ) -> None:
+        """Publish ``will`` (``.message``, ``.expiry``) after ``delay`` unless the session
+        reconnects first (a delayed will restored from a store)."""
+        args = (will, username, client_id, v5)
+        session.will_timer = self.timers.call_later(max(0.0, delay), self._will_due, session, args)
 
     def _publish_will(self, will: Any, username: str | None, client_id: str, v5: bool) -> None:
         self.tick()

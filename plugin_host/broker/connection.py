@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,9 @@ READ_SIZE = 65536
 BACKPRESSURE_TIMEOUT = 0.5
 #: How long a closing connection may take to flush what is pending (then it is cut).
 CLOSE_FLUSH_TIMEOUT = 5.0
+#: Packets one connection may hold for the store (acknowledgements waiting for the disk)
+#: before its reader waits for the disk instead of routing more PUBLISHes.
+MAX_HELD = 10_000
 #: MQTT 5 session expiry 0xFFFFFFFF means "never".
 NEVER_EXPIRES = 0xFFFFFFFF
 
@@ -173,6 +177,7 @@ class Connection:
         "delivered",
         "drained",
         "end_kind",
+        "held",
         "high_water",
         "info",
         "keepalive",
@@ -222,6 +227,8 @@ class Connection:
         self.mountpoint = listener.config.mountpoint
         self.username: str | None = None
         self.out = bytearray()
+        #: Packets waiting until the store has made a change durable: (change number, bytes).
+        self.held: deque[tuple[int, bytes]] | None = None
         self._parked: trio.lowlevel.Task | None = None  # the writer, while it waits
         self._read_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
@@ -423,6 +430,49 @@ class Connection:
             self._parked = None
             trio.lowlevel.reschedule(task)
 
+    def send_durable(self, data: bytes, seq: int) -> None:
+        """Buffer a packet that may leave only once the store made change ``seq`` durable.
+
+        The durability rule: PUBACK/PUBREC (and PUBREL, PUBCOMP, a QoS 2 PUBLISH to a stored
+        session) wait for the store's group commit, in order, while the reader goes on;
+        ``seq`` 0 means nothing to wait for (sent at once unless earlier packets are held).
+        PUBLISH packets are not counted here (their callers count them).
+        """
+        held = self.held
+        if held is None:
+            store = self.broker.store
+            if store is None or seq <= store.durable:
+                self._put(data)
+                return
+            held = self.held = deque()
+            store.hold(self)
+        held.append((seq, data))
+
+    def release_held(self, durable: int) -> bool:
+        """The store made changes up to ``durable`` durable: send what waited for them.
+
+        Returns True when nothing is held any more (the store stops calling).
+        """
+        held = self.held
+        while held:
+            if held[0][0] > durable:
+                return False
+            self._put(held.popleft()[1])
+        self.held = None
+        return True
+
+    def _put(self, data: bytes) -> None:
+        self.out += data
+        kind = data[0] >> 4
+        if kind != 3:
+            self.broker.counters.packets_sent[kind] += 1
+        self.wake()
+
+    def _barrier(self) -> int:
+        """A change number covering every change so far (0: no store, or sync off)."""
+        store = self.broker.store
+        return 0 if store is None else store.barrier()
+
     def send_message(
         self, message: Message, qos: int, sub_ids: tuple[int, ...], retain: bool
     ) -> bool:
@@ -487,6 +537,8 @@ class Connection:
         if n >= 0xFFFF or (window and n >= window):
             return False
         pid = session.alloc_packet_id()
+        if qos == 2 and self.broker.store is not None:
+            return self._send_qos2_stored(session, message, sub_ids, retain, pid)
         cache = message.encoded
         if (
             cache is not None
@@ -517,6 +569,28 @@ class Connection:
         if task is not None:
             self._parked = None
             trio.lowlevel.reschedule(task)
+        return True
+
+    def _send_qos2_stored(
+        self,
+        session: Session,
+        message: Message,
+        sub_ids: tuple[int, ...],
+        retain: bool,
+        pid: int,
+    ) -> bool:
+        """A QoS 2 delivery while a store is attached: the PUBLISH leaves once its in-flight
+        record is durable, so after a crash it is re-sent with the same packet id and DUP
+        (which the client recognises), never as a new message with another id."""
+        data = self._encode(message, 2, sub_ids, retain, pid)
+        if data is None:
+            return True
+        store = self.broker.store
+        assert store is not None
+        before = store.seq
+        session.add_inflight(pid, Inflight(message, 2, sub_ids, retain, self.broker.clock))
+        self.broker.counters.publishes_sent[2] += 1
+        self.send_durable(data, store.commit_point(before))
         return True
 
     def _encode(
@@ -580,6 +654,8 @@ class Connection:
         """
         now = time.monotonic()
         earliest = math.inf
+        # With a store, what is re-sent waits until the state it shows is durable.
+        barrier = self._barrier()
         for pid, entry in list(session.inflight.items()):
             if older_than is not None and entry.sent_at > older_than:
                 earliest = min(earliest, entry.sent_at)
@@ -592,8 +668,13 @@ class Connection:
                 if data is None:
                     session.drop_inflight(pid)
                     continue
-                self.out += data
+                if barrier:
+                    self.send_durable(data, barrier)
+                else:
+                    self.out += data
                 self.broker.counters.packets_sent[3] += 1
+            elif barrier:
+                self.send_durable(encode_pubrel(pid, self.level), barrier)
             else:
                 self.out += encode_pubrel(pid, self.level)
                 self.broker.counters.packets_sent[6] += 1
@@ -1143,7 +1224,7 @@ class Connection:
             pid = p.packet_id
             if pid in session.incoming_qos2:
                 # A re-sent QoS 2 PUBLISH (DUP): already routed once; only acknowledge.
-                self.send_bytes(encode_pubrec(pid, self.level))
+                self.send_durable(encode_pubrec(pid, self.level), self._barrier())
                 return None
             if self.v5 and len(session.incoming_qos2) >= self.broker.cfg.receive_max_broker:
                 self._protocol_error(MQTTError(RC_RECEIVE_MAX_EXCEEDED, "receive maximum exceeded"))
@@ -1157,10 +1238,26 @@ class Connection:
             self.rate_count += 1
             if self.rate_count > self.rate_limit:
                 return self._publish_throttled(p, topic)
+        if self.held is not None and len(self.held) >= MAX_HELD:
+            return self._publish_when_stored(p, topic)
         if self.broker.publish_hooked[self.v5]:
             return self._publish_checked(p, topic)
         self._accept_publish(p, topic, p.payload, qos, p.retain, props, self.mountpoint)
         return None
+
+    async def _publish_when_stored(self, p: Publish, topic: str) -> None:
+        """Too many acknowledgements wait for the disk: let it catch up before routing more."""
+        store = self.broker.store
+        held = self.held
+        if store is not None and held:
+            await store.wait_durable(held[-1][0])
+        hook = "auth_on_publish_m5" if self.v5 else "auth_on_publish"
+        if self.broker.hooks.implemented(hook):
+            await self._publish_authorised(p, topic, hook)
+        else:
+            self._accept_publish(
+                p, topic, p.payload, p.qos, p.retain, p.properties, self.mountpoint
+            )
 
     async def _publish_throttled(self, p: Publish, topic: str) -> None:
         """Over ``max_message_rate``: stop reading until the next one-second window."""
@@ -1241,10 +1338,11 @@ class Connection:
             props = None
             if outcome.reason and self.problem_info:
                 props = {"reason_string": outcome.reason}
+            # (behind acknowledgements still held for the store: acks keep their order)
             if p.qos == 1:
-                self.send_bytes(encode_puback(pid, MQTT_5, code, props))
+                self.send_durable(encode_puback(pid, MQTT_5, code, props), 0)
             else:
-                self.send_bytes(encode_pubrec(pid, MQTT_5, code, props))
+                self.send_durable(encode_pubrec(pid, MQTT_5, code, props), 0)
             return
         if level == 4 and not self.bridge:
             log.info("publish_denied", client_id=self.client_id, topic=p.topic)
@@ -1253,10 +1351,10 @@ class Connection:
         # MQTT 3.1 and bridges: pretend success, drop the message.
         if pid is not None:
             if p.qos == 1:
-                self.send_bytes(encode_puback(pid, level))
+                self.send_durable(encode_puback(pid, level), 0)
             else:
                 self.session.incoming_qos2_add(pid)  # type: ignore[union-attr]
-                self.send_bytes(encode_pubrec(pid, level))
+                self.send_durable(encode_pubrec(pid, level), self._barrier())
 
     def _accept_publish(
         self,
@@ -1278,9 +1376,18 @@ class Connection:
                 expires_at = self.broker.clock + props.pop("message_expiry_interval")
             props.pop("topic_alias", None)
         message = Message(topic, payload, qos, retain, props, expires_at, mountpoint, session)
+        store = self.broker.store
+        before = store.seq if store is not None else 0
         self.broker.publish(message, self)
         pid = p.packet_id
-        if pid is not None:
+        if pid is not None and store is not None:
+            # Acknowledged once stored for every persistent session it reached (the reader
+            # does not wait: the ack is held until the store's commit).
+            if p.qos == 2:
+                session.incoming_qos2_add(pid)
+            ack = bytes((0x40 if p.qos == 1 else 0x50, 2, pid >> 8, pid & 0xFF))
+            self.send_durable(ack, store.commit_point(before))
+        elif pid is not None:
             # PUBACK / PUBREC with success: the same 4 bytes in every protocol version.
             if p.qos == 1:
                 self.out += bytes((0x40, 2, pid >> 8, pid & 0xFF))
@@ -1310,20 +1417,28 @@ class Connection:
             if session.queue:
                 self.wake()
             return
+        store = self.broker.store
+        before = store.seq if store is not None else 0
         if session.pubrec(pid, time.monotonic()) is None and self.v5:
-            self.send_bytes(encode_pubrel(pid, MQTT_5, RC_PACKET_ID_NOT_FOUND))
+            self.send_durable(encode_pubrel(pid, MQTT_5, RC_PACKET_ID_NOT_FOUND), 0)
             return
-        self.send_bytes(encode_pubrel(pid, self.level))
+        # PUBREL only once the PUBREC'd state is durable (else a crash re-sends the PUBLISH).
+        need = store.commit_point(before) if store is not None else 0
+        self.send_durable(encode_pubrel(pid, self.level), need)
 
     def _on_pubrel(self, p: Pubrel) -> None:
         session = self.session
         if session is None:
             return
         pid = p.packet_id
+        store = self.broker.store
+        before = store.seq if store is not None else 0
+        # PUBCOMP only once the release is durable: the client may then reuse the packet id.
         if session.incoming_qos2_remove(pid) or not self.v5:
-            self.send_bytes(encode_pubcomp(pid, self.level))
+            need = store.commit_point(before) if store is not None else 0
+            self.send_durable(encode_pubcomp(pid, self.level), need)
         else:
-            self.send_bytes(encode_pubcomp(pid, MQTT_5, RC_PACKET_ID_NOT_FOUND))
+            self.send_durable(encode_pubcomp(pid, MQTT_5, RC_PACKET_ID_NOT_FOUND), 0)
 
     def _on_pubcomp(self, p: Pubcomp) -> None:
         session = self.session

@@ -10,7 +10,9 @@
                 assert await client.subscribe("a/b", qos=1) == [1]
 
 The broker listens on ``127.0.0.1`` on an ephemeral port, inside the calling task's context
-(a nursery of its own), and is shut down gracefully when the block exits.
+(a nursery of its own), and is shut down gracefully when the block exits. Persistence is off
+unless a test asks for it with a directory of its own (``persistence_dir=tmp_path``), so tests
+never write into user directories.
 
 With pytest, add ``pytest_plugins = ["plugin_host.testing.pytest_plugin"]`` to a conftest
 and use the ``mqtt_broker`` fixture (a running broker with default settings) or the
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -72,6 +75,11 @@ class RunningBroker:
         return self.broker.host()
 
     @property
+    def store(self) -> Any:
+        """The :class:`plugin_host.store.Persistence` (None when persistence is off)."""
+        return self.info.store
+
+    @property
     def plugins(self) -> Any:
         """The :class:`plugin_host.plugins.manager.PluginManager` (None with ``hooks=``)."""
         return self.info.plugins
@@ -87,9 +95,15 @@ def make_config(
     listeners: Sequence[ListenerConfig] | None = None,
     allow_anonymous: bool | None = None,
     plugins_present: bool = False,  # an authenticating plugin is present
+    persistence: bool | None = None,
+    persistence_dir: str | Path | None = None,
+    persistence_sync: str | None = None,
     **settings: Any,
 ) -> Config:
     """A test config: ``config`` (or defaults) with ``settings`` applied.
+
+    Persistence is off unless ``persistence_dir`` is given (or ``config`` enables it with an
+    explicit ``persistence.dir``); ``persistence_sync`` sets ``persistence.sync``.
 
     ``settings`` are :class:`~plugin_host.settings.BrokerConfig` fields (``max_inflight_messages
     = 5``) or :class:`~plugin_host.settings.ListenerConfig` options applied to the default
@@ -108,6 +122,20 @@ def make_config(
     if allow_anonymous is not None:
         broker_changes["allow_anonymous"] = allow_anonymous
     cfg.broker = dataclasses.replace(cfg.broker, **broker_changes)
+    pc = cfg.persistence
+    if persistence is None:
+        persistence = persistence_dir is not None or (
+            config is not None and pc.enabled and pc.dir is not None
+        )
+    if persistence:
+        directory = persistence_dir if persistence_dir is not None else pc.dir
+        if directory is None:
+            raise ValueError("persistence needs persistence_dir (a directory of the test's own)")
+        cfg.persistence = dataclasses.replace(
+            pc, enabled=True, dir=Path(directory), sync=persistence_sync or pc.sync
+        )
+    else:
+        cfg.persistence = dataclasses.replace(pc, enabled=False)
     if listeners is not None:
         cfg.listeners = list(listeners)
     elif not cfg.listeners:
@@ -126,6 +154,8 @@ async def run_broker(
     installed_plugins: bool = False,
     listeners: Sequence[ListenerConfig] | None = None,
     allow_anonymous: bool | None = None,
+    persistence_dir: str | Path | None = None,
+    persistence_sync: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[RunningBroker]:
     """Start a broker for the duration of the ``async with`` block.
@@ -135,7 +165,8 @@ async def run_broker(
     order unless a ``plugins.<name>.priority`` says otherwise). ``installed_plugins=True``
     also loads the installed entry-point plugins (off by default, so tests are isolated).
     ``hooks`` replaces the plugin system with a :class:`~plugin_host.hooks.api.HookDispatch`.
-    Other keyword arguments: see :func:`make_config`.
+    ``persistence_dir``: keep durable state there (persistence is off without it), e.g. to
+    restart a broker on the same directory. Other keyword arguments: see :func:`make_config`.
     """
     from plugin_host import server
 
@@ -151,6 +182,8 @@ async def run_broker(
         allow_anonymous=allow_anonymous,
         plugins_present=hooks is not None
         or any(hasattr(p, h) for p in named.values() for h in _AUTH_HOOKS),
+        persistence_dir=persistence_dir,
+        persistence_sync=persistence_sync,
         **settings,
     )
     body_error: BaseException | None = None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from plugin_host.broker.store import StoreObserver
 from plugin_host.mqtt import encode_publish
 from plugin_host.testing import open_client, run_broker
 
 
-class RecordingStore:
+class RecordingStore(StoreObserver):
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
 
@@ -68,7 +69,9 @@ async def test_store_sees_every_state_change():
             await s.disconnect()
     events = store.events
     s_events = [e for e in events if e[1] == "s"]
-    assert s_events[:2] == [("saved", "s", None), ("sub+", "s", "q", 2)]
+    # saved at CONNECT, again once online (attach), and when it goes offline (deadline, will)
+    assert s_events[:3] == [("saved", "s", None), ("saved", "s", None), ("sub+", "s", "q", 2)]
+    assert s_events[3] == ("saved", "s", None)
     assert ("queued", "s", b"one", 1) in s_events
     assert ("queued", "s", b"two", 2) in s_events
     assert ("unqueued", "s", b"one", "sent") in s_events
