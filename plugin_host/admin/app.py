@@ -237,8 +237,8 @@ class AdminApp:
                 listeners[status.id] = "up" if status.state == "running" else status.state
         else:
             for bound in info.listeners:
-                down = bound.accept_scope.cancel_called
-                listeners[f"{bound.kind}.{bound.name}"] = "stopped" if down else "up"
+                state = getattr(bound, "state", "running")
+                listeners[f"{bound.kind}.{bound.name}"] = "up" if state == "running" else state
         stopping = info.shutdown_requested.is_set()
         healthy = not stopping and all(state == "up" for state in listeners.values())
         body = {

@@ -167,9 +167,8 @@ def _mqtt_listeners(info: ServerInfo) -> list[Any]:
     """The MQTT listeners with ``name``, ``kind``, ``active``, ``rejected`` (running or not)."""
     broker = info.broker
     manager = getattr(broker, "listeners", None) if broker is not None else None
-    bound = getattr(manager, "bound", None)
-    if callable(bound):
-        return list(bound())
+    if manager is not None:
+        return list(manager.listeners)
     return list(info.listeners)
 
 
