@@ -30,7 +30,7 @@ Rules the broker relies on:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -141,4 +141,12 @@ class Host(Protocol):
 
     def hooks_changed(self) -> None:
         """Tell the dispatcher that this plugin's set of active hooks changed."""
+        ...
+
+    def on_reload(self, callback: Callable[[], Any]) -> Callable[[], None]:
+        """Run ``callback`` (sync or async) on every reload (SIGHUP, admin ``reload``).
+
+        Returns a function that unregisters it. The server owns SIGHUP: plugins must not open
+        their own signal receiver (trio delivers a signal to one receiver only).
+        """
         ...
