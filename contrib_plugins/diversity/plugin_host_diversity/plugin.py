@@ -582,11 +582,13 @@ class DiversityPlugin:
         payload: bytes,
         retain: bool,
     ) -> Any:
-        cached = self._cached_publish(
-            "auth_on_publish", mountpoint, client_id, qos, topic, payload, retain, None
-        )
-        if cached is not None:
-            return cached
+        cache = self._cache
+        if cache is not None and cache.used:
+            cached = self._cached_publish(
+                "auth_on_publish", mountpoint, client_id, qos, topic, payload, retain, None
+            )
+            if cached is not None:
+                return cached
         return self._chain(
             "auth_on_publish", (username, mountpoint, client_id, qos, topic, payload, retain)
         )
@@ -604,11 +606,13 @@ class DiversityPlugin:
         properties: dict[str, Any],
     ) -> Any:
         hook = "auth_on_publish_m5"
-        cached = self._cached_publish(
-            hook, mountpoint, client_id, qos, topic, payload, retain, properties
-        )
-        if cached is not None:
-            return cached
+        cache = self._cache
+        if cache is not None and cache.used:
+            cached = self._cached_publish(
+                hook, mountpoint, client_id, qos, topic, payload, retain, properties
+            )
+            if cached is not None:
+                return cached
         outcome = self._chain(
             hook, (username, mountpoint, client_id, qos, topic, payload, retain, properties)
         )

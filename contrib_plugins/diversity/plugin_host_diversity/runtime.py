@@ -164,6 +164,7 @@ class LuaState:
             name="=diversity/prelude.lua",
         )
         self._call = driver[b"call"]
+        self._hook_call = driver[b"hook_call"]
         self._step = driver[b"step"]
         self._compile = driver[b"compile"]
         self._loaded = driver[b"loaded"]
@@ -176,13 +177,13 @@ class LuaState:
 
     # -- setup --------------------------------------------------------------------------
 
-    def keyset(self, names: Sequence[bytes]) -> int:
-        """Register the argument names of a hook; returns the id :meth:`call` takes.
+    def keyset(self, names: Sequence[bytes], hook: bytes) -> int:
+        """Register the argument names of ``hook``; returns the id :meth:`start` takes.
 
         Ids are 1, 2, 3 ... in registration order, so states set up alike agree on them.
         """
         self._keysets += 1
-        self._keyset(self._keysets, self.lua.table_from(list(names)))
+        self._keyset(self._keysets, self.lua.table_from(list(names)), hook)
         return self._keysets
 
     async def load(self, source: bytes, chunkname: str) -> tuple[list[str], Any, Any, str]:
@@ -228,34 +229,35 @@ class LuaState:
     # object or cancel scope on the Python side. A call that waits for I/O comes back as a
     # Pending, which finish() drives to the end in the awaiting task.
 
-    def start(self, hook: bytes, keyset: int, values: Sequence[Any]) -> Any:
-        """Start a call of the script's hook ``hook`` with the argument table of ``values``.
+    def start(self, keyset: int, values: Sequence[Any]) -> Any:
+        """Start a call of the script's hook registered with ``keyset`` (see :meth:`keyset`)
+        with the argument table of ``values``.
 
         Returns the hook's first return value (a raw Lua value: ``None``, ``bool``, number,
         ``bytes`` or a Lua table), or a :class:`Pending` when the call waits for an operation
         (``await pending.finish()``). Raises :class:`ScriptError` when the call fails.
         """
         began = time.perf_counter()
-        max_time = self.limits.max_time
         try:
-            call_id, *result = self._call(
-                hook, began + max_time if max_time > 0 else None, keyset, *values
-            )
+            # One value back: the call is done and that is its result. Several: it is not
+            # (the driver's hook_call), and they are the call id and step's results.
+            result = self._hook_call(keyset, *values)
         except LuaMemoryError:
             raise ScriptError(_NO_MEMORY_TEXT, kind="memory") from None
         except LuaError as exc:  # an error in the driver itself (should not happen)
             raise ScriptError(f"Lua driver error: {exc}") from None
-        status = result[0]
-        if status == b"done":
-            return result[1]
-        if status == b"error":
+        if result.__class__ is not tuple:
+            return result
+        call_id = result[0]
+        result = result[1:]
+        if result[0] == b"error":
             raise self._error(result)
         self.inflight += 1
         return Pending(self, call_id, result, time.perf_counter() - began)
 
-    async def call(self, hook: bytes, keyset: int, values: Sequence[Any]) -> Any:
+    async def call(self, keyset: int, values: Sequence[Any]) -> Any:
         """:meth:`start` and, if the call waits for I/O, :meth:`Pending.finish`."""
-        result = self.start(hook, keyset, values)
+        result = self.start(keyset, values)
         if result.__class__ is Pending:
             return await result.finish()
         return result

@@ -155,6 +155,8 @@ class Script:
                 for candidate in self.states:
                     if candidate.inflight < state.inflight:
                         state = candidate
+            if not TABLE_ARGS[hook]:  # (the per-message hooks: no table to build per state)
+                return state.start(KEYSETS[hook], values)
             return self._start(state, hook, values)
         assert self._send is not None
         try:
@@ -199,7 +201,7 @@ class Script:
             for i in positions:
                 if values[i] is not None:
                     values[i] = to_lua(state.lua, values[i])
-        return state.start(_HOOK_NAMES[hook], KEYSETS[hook], values)
+        return state.start(KEYSETS[hook], values)
 
 
 class ScriptSet:
@@ -277,7 +279,7 @@ async def load_script(
             base_dir=source.path.parent,
         )
         for hook, ident in KEYSETS.items():
-            if state.keyset(lua_key_names(hook)) != ident:
+            if state.keyset(lua_key_names(hook), _HOOK_NAMES[hook]) != ident:
                 raise AssertionError("keyset ids out of step")
         try:
             loaded = await state.load(code, source.path.name)

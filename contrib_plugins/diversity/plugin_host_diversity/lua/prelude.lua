@@ -44,6 +44,7 @@ local TIME_LIMITED = CFG.time_limited      -- check the clock (Python perf_count
 local BUDGET_ON = MAX_INSTRUCTIONS > 0 or TIME_LIMITED
 local MAX_UNITS = MAX_INSTRUCTIONS > 0 and (MAX_INSTRUCTIONS // HOOK_COUNT + 1) or math_huge
 local TIME_EVERY = 8                       -- clock checks every TIME_EVERY hook calls
+local MAX_TIME_S = CFG.max_time_ms / 1000.0 -- Lua time of a hook call (see its deadline)
 
 -- Budget record of the call whose coroutine is running (set by step, nil otherwise). Nested
 -- coroutines a script creates share their call's record.
@@ -63,7 +64,12 @@ hook = function()
       local tick = b.tick + 1
       if tick >= TIME_EVERY then
         b.tick = 0
-        if b.deadline and clock() > b.deadline then
+        local deadline = b.deadline
+        if deadline == false then
+          -- A hook call's clock starts at its first check (hook_count * TIME_EVERY
+          -- instructions in), which spares every short call a clock reading.
+          b.deadline = clock() + MAX_TIME_S
+        elseif deadline and clock() > deadline then
           b.tripped = string_format("more than %g ms of Lua time", CFG.max_time_ms)
         end
       else
@@ -641,13 +647,15 @@ package.loadlib, package.searchers, package.cpath = nil, {}, ""
 
 local HOOKS = {}
 local KEYSETS = {}
+local KEYSET_HOOKS = {}   -- keyset id -> the hook name it was registered for
+local hook_done
 
 local driver = {}
 
 -- Register the argument names of a hook under an id (see call): compiles a constructor
 -- `function(v1, ..., vn) return {name1 = v1, ..., namen = vn} end` (nil values leave their
 -- key out), cheaper than filling a table in a loop on every call.
-function driver.keyset(id, keys)
+function driver.keyset(id, keys, hook)
   local params, fields = {}, {}
   for i = 1, #keys do
     local name = keys[i]
@@ -660,6 +668,7 @@ function driver.keyset(id, keys)
   local source = "return function(" .. concat(params, ", ") .. ") return {"
     .. concat(fields, ", ") .. "} end"
   KEYSETS[id] = load(source, "=keyset", "t", {})()
+  KEYSET_HOOKS[id] = hook
 end
 
 -- Compile a script's main chunk; returns its call id, or nil and the syntax error.
@@ -692,11 +701,54 @@ function driver.isolate(on)
 end
 
 -- Start a hook call: build the argument table from the keyset's names and the values, run
--- the hook until it finishes, fails or asks for I/O. Returns the coroutine and step's results.
+-- the hook until it finishes, fails or asks for I/O. Returns the call id and step's results.
 function driver.call(name, deadline, keyset, ...)
   local args = KEYSETS[keyset](...)
   local id = new_hook_call()
   return id, step(id, deadline, HOOKS[name], args)
+end
+
+-- The per-message entry (what LuaState.start uses): hook_call(keyset, values...) runs the hook
+-- registered with that keyset. A call that finishes returns ONE value, its result; any other
+-- outcome returns several: the call id, then step's results ("io", ... / "error", ...). One
+-- value crossing back to Python, no call registered, no clock read (the time budget starts
+-- at the budget hook's first check) keep the common call cheap.
+function driver.hook_call(keyset, ...)
+  local args = KEYSETS[keyset](...)
+  local co
+  if IDLE_COUNT > 0 then
+    co = IDLE[IDLE_COUNT]
+    IDLE[IDLE_COUNT] = nil
+    IDLE_COUNT = IDLE_COUNT - 1
+  else
+    co = co_create(worker)
+    if BUDGET_ON then
+      BUDGETS[co] = { left = MAX_UNITS, tick = 0, tripped = false, deadline = false }
+      watch(co)
+    end
+  end
+  local b = BUDGETS[co]
+  if b ~= nil then
+    b.left, b.tick, b.deadline = MAX_UNITS, 0, false  -- false: set at the first time check
+    CURRENT = b
+  end
+  CUR_CO = co   -- a new call has no overlay of globals yet (enter() would find none)
+  return hook_done(co, co_resume(co, HOOKS[KEYSET_HOOKS[keyset]], args))
+end
+
+hook_done = function(co, ok, ...)
+  if ok and rawequal((...), DONE) then
+    leave()
+    if ISOLATE then OVERLAYS[co] = nil end
+    if IDLE_COUNT < MAX_IDLE then
+      IDLE_COUNT = IDLE_COUNT + 1
+      IDLE[IDLE_COUNT] = co
+    end
+    return (select(2, ...))
+  end
+  -- Waiting for I/O, or failed: register the call so that Python can step or forget it.
+  local id = register(co)
+  return id, finish(id, co, ok, ...)
 end
 
 driver.step = step
