@@ -228,6 +228,128 @@ VARIANTS: list[Variant] = [
 ]
 
 
+# --------------------------------------------------------------------------------------------
+# Plugin variants of issues 4-6: hooks, installed plugins, webhooks over HTTPS, Lua
+
+
+LUAHOOK_LUA = """\
+-- The cost of calling one Lua hook per message (the contrib diversity plugin).
+hooks = {
+    auth_on_publish = function(pub) return true end,
+    auth_on_publish_m5 = function(pub) return true end,
+}
+"""
+
+LUA_HTTPS_REGISTER = """\
+-- auth_on_register in Lua, over HTTPS (a private CA) to the benchmark webhook server.
+http.ensure_pool({pool_id = "auth", size = 50, cafile = "${webhook_cafile}"})
+local function auth_on_register(reg)
+    local body = json.encode({client_id = reg.client_id, username = reg.username})
+    local r = http.post("auth", "${webhook_url}", body, {["content-type"] = "application/json"})
+    return r ~= false and r.status == 200
+end
+hooks = {auth_on_register = auth_on_register, auth_on_register_m5 = auth_on_register}
+"""
+
+_NO_ANONYMOUS = PLUGIN_HOST_CONF.replace("allow_anonymous = on", "allow_anonymous = off")
+WEBHOOK_TLS = "webhooks.cafile = ${webhook_cafile}\n"
+WEBHOOK_REGISTER_CONF = (
+    _NO_ANONYMOUS
+    + "webhooks.register.hook = auth_on_register\nwebhooks.register.endpoint = ${webhook_url}\n"
+    + WEBHOOK_TLS
+)
+WEBHOOK_PUBLISH_CONF = (
+    PLUGIN_HOST_CONF
+    + "webhooks.publish.hook = auth_on_publish\nwebhooks.publish.endpoint = ${webhook_url}\n"
+    + WEBHOOK_TLS
+)
+LUA_CONF = PLUGIN_HOST_CONF + "diversity.script_dir = ${workdir}/lua\n"
+
+
+def webhook_service(
+    max_age: int = 0,
+) -> Callable[[RunContext], contextlib.AbstractContextManager[None]]:
+    """A ``setup`` starting ``webhook_server.py`` (HTTPS, its own process on the load generator's
+    CPU; ``max_age`` > 0 adds ``Cache-Control: max-age``): sets ``${webhook_url}`` and
+    ``${webhook_cafile}``."""
+
+    @contextlib.contextmanager
+    def setup(ctx: RunContext) -> Iterator[None]:
+        argv = [sys.executable, str(BENCH_DIR / "webhook_server.py"), "--dir", str(ctx.workdir)]
+        ctx.spawn_helper([*argv, "--max-age", str(max_age), "--host", ctx.host], "webhook.log")
+        port_file = ctx.workdir / "webhook.port"
+        deadline = time.monotonic() + 30
+        while not port_file.exists():  # written (atomically) once it listens
+            if time.monotonic() > deadline:
+                raise BrokerError("the webhook server did not start (see webhook.log)")
+            time.sleep(0.05)
+        ctx.values["webhook_url"] = f"https://{ctx.host}:{port_file.read_text()}/hook"
+        ctx.values["webhook_cafile"] = str(ctx.workdir / "tls" / "ca.pem")
+        yield
+
+    return setup
+
+
+def _plugin_variants() -> list[Variant]:
+    lua = {"lua/bench.lua": LUAHOOK_LUA}
+    https_lua = {"lua/auth.lua": LUA_HTTPS_REGISTER}
+    return [
+        Variant(
+            name="plugin-host+installed",
+            family="plugin-host",
+            command=plugin_host_command,
+            config_name="plugin-host.conf",
+            config_text=PLUGIN_HOST_CONF,
+            plugins=tuple(third_party_plugins()),
+            ratio_to=("plugin-host",),
+            default=False,
+            description="plugin-host with every installed plugin loaded and none configured",
+        ),
+        Variant(
+            name="plugin-host+luahook",
+            family="plugin-host",
+            command=plugin_host_command,
+            config_name="plugin-host.conf",
+            config_text=LUA_CONF,
+            files=lua,
+            ratio_to=("plugin-host", "plugin-host+pyhook"),
+            default=False,
+            description="plugin-host with one trivial Lua auth_on_publish hook (diversity)",
+        ),
+        *(
+            Variant(
+                name=f"plugin-host+webhook-{hook}{'-cache' if max_age else ''}",
+                family="plugin-host",
+                command=plugin_host_command,
+                config_name="plugin-host.conf",
+                config_text=conf,
+                setup=webhook_service(max_age),
+                ratio_to=("plugin-host",),
+                default=False,
+                description=f"auth_on_{hook} through an HTTPS webhook (keep-alive pool)"
+                + (f", answers cached (max-age={max_age})" if max_age else ", no cache"),
+            )
+            for hook, conf in (
+                ("register", WEBHOOK_REGISTER_CONF),
+                ("publish", WEBHOOK_PUBLISH_CONF),
+            )
+            for max_age in (0, 60)
+        ),
+        Variant(
+            name="plugin-host+lua-https-register",
+            family="plugin-host",
+            command=plugin_host_command,
+            config_name="plugin-host.conf",
+            config_text=_NO_ANONYMOUS + "diversity.script_dir = ${workdir}/lua\n",
+            files=https_lua,
+            setup=webhook_service(0),
+            ratio_to=("plugin-host",),
+            default=False,
+            description="auth_on_register in Lua over HTTPS (keep-alive pool, private CA)",
+        ),
+    ]
+
+
 def variant(name: str) -> Variant:
     for v in VARIANTS:
         if v.name == name:
@@ -541,6 +663,9 @@ def third_party_plugins() -> list[str]:
             if ep.dist is None or ep.dist.name != "plugin-host"
         }
     )
+
+
+VARIANTS.extend(_plugin_variants())
 
 
 def unused_plugins(variant: Variant, config_text: str, installed: list[str]) -> list[str]:

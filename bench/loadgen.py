@@ -81,6 +81,7 @@ class LoadOptions:
     fanout_subscribers: int = 50
     storm_connections: int = 2000
     storm_concurrency: int = 50
+    churn_ids: int = 100  # conn-churn: the client ids that connect again and again
     latency_rate: float = 1000.0  # messages per second
     username: str | None = None
     password: str | None = None
@@ -542,6 +543,68 @@ def drive_storm(ws: WorkerSet, broker: BrokerProbe, opts: LoadOptions) -> dict[s
     return _finish(out, window, notes)
 
 
+def plan_churn(opts: LoadOptions) -> list[dict[str, Any]]:
+    n = _workers(opts, opts.storm_concurrency)
+    conc = _split(opts.storm_concurrency, n)
+    ids = _split(max(opts.churn_ids, opts.storm_concurrency), n)
+    return [
+        {"connects": len(rng), "concurrency": len(conc[w]), "ids": [ids[w].start, ids[w].stop]}
+        for w, rng in enumerate(_split(opts.storm_connections, n))
+    ]
+
+
+async def churn_worker(spec: dict[str, Any], opts: LoadOptions, link: WorkerLink) -> None:
+    """Connect, get CONNACK, disconnect; again and again with the same few client ids (each
+    connector owns its ids, so no connect takes over another's session)."""
+    link.send({"ready": True})
+    await link.recv()
+    left = iter(range(spec["connects"]))
+    first, last = spec["ids"]
+    concurrency = spec["concurrency"]
+    failures: list[str] = []
+    done = 0
+
+    async def connector(k: int) -> None:
+        nonlocal done
+        own = list(range(first + k, last, concurrency)) or [first + k]
+        for n in left:
+            client_id = f"churn-{own[n % len(own)]}"
+            try:
+                with trio.fail_after(opts.connect_timeout):
+                    client = await open_client(opts, client_id)
+                await client.disconnect()
+                done += 1
+            except (OSError, wire.ProtocolMismatch, trio.TooSlowError) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    t0, cpu0 = time.monotonic(), cpu_self()
+    async with trio.open_nursery() as nursery:
+        for k in range(concurrency):
+            nursery.start_soon(connector, k)
+    t1, cpu1 = time.monotonic(), cpu_self()
+    link.send({"t0": t0, "t1": t1, "cpu": cpu1 - cpu0, "ok": done, "failures": failures})
+
+
+def drive_churn(ws: WorkerSet, broker: BrokerProbe, opts: LoadOptions) -> dict[str, Any]:
+    ws.gather("ready", timeout=opts.connect_timeout)
+    window = Window(broker)
+    ws.broadcast({"go": True})
+    results = ws.gather("done", timeout=opts.connect_timeout * 4 + 120)
+    window.close()
+    t0 = min(r["t0"] for r in results)
+    t1 = max(r["t1"] for r in results)
+    ok = sum(r["ok"] for r in results)
+    failures = [f for r in results for f in r["failures"]]
+    notes = [f"{len(failures)} connects failed, e.g. {failures[0]}"] if failures else []
+    out = {
+        "connects_per_s": ok / (t1 - t0),
+        "connected": ok,
+        "failed": len(failures),
+        "loadgen_cpu_pct": 100.0 * sum(r["cpu"] for r in results) / (window.t1 - window.t0),
+    }
+    return _finish(out, window, notes)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -599,6 +662,16 @@ SCENARIOS: dict[str, Scenario] = {
             plan_fanin(0, flood=True),
             throughput_worker,
             drive_fanin,
+            default=False,
+        ),
+        Scenario(
+            "conn-churn",
+            "connection churn: 2000 connect + CONNACK + disconnect (50 at a time) by 100 "
+            "client ids that come back (what a cache of auth_on_register answers helps)",
+            [Metric("connects_per_s", "connect churn", "conn/s")],
+            plan_churn,
+            churn_worker,
+            drive_churn,
             default=False,
         ),
         Scenario(
