@@ -194,6 +194,8 @@ class Persistence:
         self._journal_upto = 0
         self._folded_upto = 0
         self._folded_at = trio.current_time()
+        self._parts: deque[Batch] = deque()  # a fold in progress: the parts not written yet
+        self._parts_upto = 0
 
     # ------------------------------------------------------------------------------ changes
     #
@@ -530,6 +532,8 @@ class Persistence:
         self._release()
 
     def _fold_due(self) -> bool:
+        if self._parts:
+            return True
         if self._journal_upto <= self._folded_upto:
             return False
         folding = self._folding
@@ -543,23 +547,28 @@ class Persistence:
 
         In parts of ``FOLD_PART`` rows, one transaction each, with pending batches committed
         between parts so that acknowledgements keep flowing. A crash between parts loses
-        nothing: start-up replays the journal records (still there) over the tables.
+        nothing: start-up replays the journal records (still there) over the tables. A fold
+        interrupted by shutdown is resumed (its parts are kept until written).
         """
-        folding, upto = self._folding, self._journal_upto
-        self._folding = Batch()
-        self._folded_at = trio.current_time()
-        parts = split(folding, FOLD_PART)
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            await self._transaction(self.backend.fold, part, upto if last else None)
-            if not last:
+        if not self._parts:
+            folding, self._folding = self._folding, Batch()
+            self._parts = deque(split(folding, FOLD_PART))
+            self._parts_upto = self._journal_upto
+            self._folded_at = trio.current_time()
+            self.stats.folds += 1
+            self.stats.folded_rows += folding.rows_written()
+        parts = self._parts
+        while parts:
+            last = len(parts) == 1
+            await self._transaction(self.backend.fold, parts[0], self._parts_upto if last else None)
+            parts.popleft()
+            if last:
+                self._folded_upto = self._parts_upto
+            else:
                 while self._sealed:
                     await self._commit(self._sealed.popleft())
                 if self._batch.changes:
                     await self._commit(self._take())
-        self._folded_upto = upto
-        self.stats.folds += 1
-        self.stats.folded_rows += folding.rows_written()
 
     async def _transaction(self, begin: Callable[..., None], *args: Any) -> None:
         """``begin(*args)`` on the loop (fills a transaction), the commit in a worker thread.
@@ -598,16 +607,22 @@ class Persistence:
     async def _maintain_loop(self) -> None:
         while True:
             await trio.sleep(self.maintenance_interval)
-            try:
-                async with self._db_lock:
-                    figures = await trio.to_thread.run_sync(
-                        self.backend.maintain, limiter=self._limiter
-                    )
-            except Exception as exc:
-                log.warning("store_maintenance_failed", error=str(exc))
-                continue
-            if figures.get("reclaimed_pages"):
-                log.info("store_vacuumed", **figures)
+            await self.maintain()
+
+    async def maintain(self) -> dict[str, int]:
+        """Upkeep (what the writer task does every ``maintenance_interval``): return free pages
+        to the file system, truncate the WAL, note that the broker is alive. Its figures."""
+        try:
+            async with self._db_lock:
+                figures = await trio.to_thread.run_sync(
+                    self.backend.maintain, limiter=self._limiter
+                )
+        except Exception as exc:
+            log.warning("store_maintenance_failed", error=str(exc))
+            return {}
+        if figures.get("reclaimed_pages"):
+            log.info("store_vacuumed", **figures)
+        return figures
 
     async def aclose(self) -> None:
         """Commit what is pending and close the backend (idempotent; runs even when cancelled)."""
@@ -619,7 +634,7 @@ class Persistence:
                 await self._commit(self._sealed.popleft())
             if self._batch.changes:
                 await self._commit(self._take())
-            if self._journal_upto > self._folded_upto:
+            while self._parts or self._journal_upto > self._folded_upto:
                 await self._fold()  # a clean stop leaves an empty journal
             async with self._db_lock:
                 await trio.to_thread.run_sync(self.backend.close, limiter=self._limiter)
