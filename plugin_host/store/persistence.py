@@ -195,6 +195,7 @@ class Persistence:
         self._folded_upto = 0
         self._folded_at = trio.current_time()
         self._parts: deque[Batch] = deque()  # a fold in progress: the parts not written yet
+        self._fold_lock = trio.Lock()
         self._parts_upto = 0
 
     # ------------------------------------------------------------------------------ changes
@@ -542,6 +543,13 @@ class Persistence:
             or trio.current_time() - self._folded_at >= FOLD_INTERVAL
         )
 
+    async def fold(self) -> None:
+        """Fold everything journaled so far into the tables now (the writer task does it on its
+        own every ``FOLD_INTERVAL``; this is for tests and tools). Commit first with
+        :meth:`flush` to include the latest changes."""
+        while self._parts or self._journal_upto > self._folded_upto:
+            await self._fold()
+
     async def _fold(self) -> None:
         """Write the net changes of the journaled batches into the tables, drop the journal.
 
@@ -550,6 +558,10 @@ class Persistence:
         nothing: start-up replays the journal records (still there) over the tables. A fold
         interrupted by shutdown is resumed (its parts are kept until written).
         """
+        async with self._fold_lock:  # (one fold at a time: the writer, fold(), aclose())
+            await self._fold_parts()
+
+    async def _fold_parts(self) -> None:
         if not self._parts:
             folding, self._folding = self._folding, Batch()
             self._parts = deque(split(folding, FOLD_PART))
@@ -573,25 +585,27 @@ class Persistence:
     async def _transaction(self, begin: Callable[..., None], *args: Any) -> None:
         """``begin(*args)`` on the loop (fills a transaction), the commit in a worker thread.
 
-        Shielded, and retried until it succeeds: its outcome decides what is durable (and
-        acknowledgements keep waiting meanwhile).
+        An attempt is shielded (once started, its outcome decides what is durable); a failed one
+        is retried until it succeeds (acknowledgements keep waiting meanwhile), but the wait
+        between attempts can be cancelled: a shutdown stops retrying (the final fold in
+        :meth:`aclose` writes the same rows, if the disk came back).
         """
-        with trio.CancelScope(shield=True):
-            while True:
-                try:
+        while True:
+            try:
+                with trio.CancelScope(shield=True):
                     async with self._db_lock:
                         begin(*args)
                         await trio.to_thread.run_sync(self.backend.commit, limiter=self._limiter)
-                    return
-                except Exception as exc:
-                    self.stats.failures += 1
-                    log.error(
-                        "store_write_failed",
-                        error=str(exc),
-                        error_type=type(exc).__name__,
-                        retry_in=RETRY_DELAY,
-                    )
-                    await trio.sleep(RETRY_DELAY)
+                return
+            except Exception as exc:
+                self.stats.failures += 1
+                log.error(
+                    "store_write_failed",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    retry_in=RETRY_DELAY,
+                )
+            await trio.sleep(RETRY_DELAY)
 
     def _release(self) -> None:
         durable = self.durable
@@ -634,8 +648,7 @@ class Persistence:
                 await self._commit(self._sealed.popleft())
             if self._batch.changes:
                 await self._commit(self._take())
-            while self._parts or self._journal_upto > self._folded_upto:
-                await self._fold()  # a clean stop leaves an empty journal
+            await self.fold()  # a clean stop leaves an empty journal
             async with self._db_lock:
                 await trio.to_thread.run_sync(self.backend.close, limiter=self._limiter)
         if scope.cancelled_caught:
