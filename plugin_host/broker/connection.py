@@ -454,10 +454,22 @@ class Connection:
         Returns True when nothing is held any more (the store stops calling).
         """
         held = self.held
+        if held is None:
+            return True
+        out = self.out
+        sent = self.broker.counters.packets_sent
         while held:
-            if held[0][0] > durable:
-                return False
-            self._put(held.popleft()[1])
+            seq, data = held[0]
+            if seq > durable:
+                break
+            held.popleft()
+            out += data
+            kind = data[0] >> 4
+            if kind != 3:  # (PUBLISH packets are counted where they are made)
+                sent[kind] += 1
+        self.wake()
+        if held:
+            return False
         self.held = None
         return True
 

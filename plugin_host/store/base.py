@@ -84,13 +84,21 @@ class Changes:
             self.rows[key] = None
 
     def merge(self, other: Changes) -> None:
-        """Apply ``other`` (the changes that came after these) on top."""
+        """Apply ``other`` (the changes that came after these) on top (put/delete, inlined)."""
+        rows = self.rows
+        fresh = self.fresh
         other_fresh = other.fresh
         for key, row in other.rows.items():
             if row is None:
-                self.delete(key)
+                if key in fresh:
+                    fresh.discard(key)
+                    del rows[key]
+                else:
+                    rows[key] = None
             else:
-                self.put(key, row, key in other_fresh)
+                if key in other_fresh and key not in rows:
+                    fresh.add(key)
+                rows[key] = row
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -217,9 +225,9 @@ def encode(batch: Batch) -> bytes:
     return pickle.dumps(
         (
             RECORD_FORMAT,
-            [list(getattr(batch, name).rows.items()) for name in _TABLES],
-            list(batch.retained.items()),
-            list(batch.deleted_sessions),
+            [getattr(batch, name).rows for name in _TABLES],
+            batch.retained,
+            batch.deleted_sessions,
         ),
         protocol=5,
     )
@@ -239,8 +247,8 @@ def decode(record: bytes) -> Batch:
         if version != RECORD_FORMAT:
             raise ValueError(f"record format {version}")
         batch = Batch()
-        for name, items in zip(_TABLES, tables, strict=True):
-            getattr(batch, name).rows.update(items)
+        for name, rows in zip(_TABLES, tables, strict=True):
+            getattr(batch, name).rows.update(rows)
         batch.retained.update(retained)
         batch.deleted_sessions.extend(deleted)
     except Exception as exc:

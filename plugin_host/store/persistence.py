@@ -332,12 +332,33 @@ class Persistence:
 
     def message_queued(self, session: Session, entry: Queued) -> None:
         rec = self._recs.get(session)
-        if rec is None or not entry[1]:
-            return  # not a stored session, or QoS 0 (not kept)
-        message = entry[0]
+        if rec is None:
+            return
+        message, qos, sub_ids, retain = entry
+        if not qos:
+            return  # QoS 0 is not kept (at most once)
         batch = self._changed()
-        seq = self._add_delivery(batch, rec, message, (entry[1], entry[2], entry[3], None, 0))
-        rec.queue.append((seq, id(message)))
+        # (_ref and _add_delivery inlined: this runs for every message a stored session gets;
+        # message ids and delivery seqs are never reused, so new rows are always fresh)
+        key = id(message)
+        ref = self._msgs.get(key)
+        if ref is None:
+            mid = self._next_message
+            self._next_message = mid + 1
+            self._msgs[key] = [mid, 1, message]
+            batch.messages.rows[mid] = message
+            batch.messages.fresh.add(mid)
+        else:
+            ref[1] += 1
+            mid = ref[0]
+        sid = rec.row
+        seq = rec.qtail
+        rec.qtail = seq + 1
+        deliveries = batch.deliveries
+        k = (sid, seq)
+        deliveries.rows[k] = (sid, seq, mid, qos, sub_ids, retain, None, 0)
+        deliveries.fresh.add(k)
+        rec.queue.append((seq, key))
 
     def message_unqueued(self, session: Session, entry: Queued, reason: str) -> None:
         rec = self._recs.get(session)
@@ -365,18 +386,15 @@ class Persistence:
             # The head of the queue is being sent (the broker unqueues it right after): the
             # same row becomes the in-flight one, with its packet id.
             seq = rec.moved = queue[0][0]
-            batch.deliveries.put(
-                (sid, seq),
-                (
-                    sid,
-                    seq,
-                    self._msgs[key][0],
-                    entry.qos,
-                    entry.sub_ids,
-                    entry.retain,
-                    packet_id,
-                    entry.state,
-                ),
+            batch.deliveries.rows[(sid, seq)] = (
+                sid,
+                seq,
+                self._msgs[key][0],
+                entry.qos,
+                entry.sub_ids,
+                entry.retain,
+                packet_id,
+                entry.state,
             )
         else:
             seq = self._add_delivery(
@@ -417,8 +435,19 @@ class Persistence:
         found = rec.inflight.pop(packet_id, None)
         if found is not None:
             batch = self._changed()
-            batch.deliveries.delete((rec.row, found[0]))
-            self._unref(batch, found[1])
+            # (Changes.delete and _unref inlined: every acknowledged message comes here)
+            k = (rec.row, found[0])
+            deliveries = batch.deliveries
+            if k in deliveries.fresh:
+                deliveries.fresh.discard(k)
+                del deliveries.rows[k]
+            else:
+                deliveries.rows[k] = None
+            ref = self._msgs[found[1]]
+            ref[1] -= 1
+            if ref[1] == 0:
+                del self._msgs[found[1]]
+                batch.messages.delete(ref[0])
 
     def incoming_qos2_changed(self, session: Session, packet_id: int, present: bool) -> None:
         rec = self._recs.get(session)
