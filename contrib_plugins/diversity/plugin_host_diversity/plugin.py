@@ -324,6 +324,17 @@ class DiversityPlugin:
         if not scripts or running is None:
             return None
         args = translate.lua_arguments(hook, values, running.services.obf.encrypt)
+        if len(scripts) == 1:
+            # One script (the usual case): _chain_from's loop, unrolled for the hot path.
+            script = scripts[0]
+            try:
+                raw = script.start(hook, args)
+                if isinstance(raw, Later):
+                    return Deferred(self._chain_wait(running, hook, args, scripts, 0, raw))
+                return translate.result(hook, raw)
+            except (ScriptError, ConversionError) as exc:
+                self._failed(script, hook, exc)
+                return None if running.on_error == "next" else _SCRIPT_ERROR
         return self._chain_from(running, hook, args, scripts, 0)
 
     def _chain_from(

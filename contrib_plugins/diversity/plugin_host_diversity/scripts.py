@@ -102,6 +102,8 @@ class Script:
         self.stats: dict[str, CallStats] = {hook: CallStats() for hook in hooks}
         self._send: trio.MemorySendChannel[LuaState] | None = None
         self._receive: trio.MemoryReceiveChannel[LuaState] | None = None
+        #: The one state calls go to without choosing (one state, keep_state off).
+        self._single = self.states[0] if len(self.states) == 1 and not keep_state else None
         if keep_state:
             self._send, self._receive = trio.open_memory_channel[LuaState](len(self.states))
             for state in self.states:
@@ -132,7 +134,10 @@ class Script:
             stats = self.stats[hook] = CallStats()
         began = time.perf_counter()
         try:
-            result = self._begin(hook, values)
+            if self._single is not None and not TABLE_ARGS[hook]:
+                result = self._single.start(KEYSETS[hook], values)  # _begin's common case
+            else:
+                result = self._begin(hook, values)
         except BaseException:
             stats.calls += 1
             stats.seconds += time.perf_counter() - began
