@@ -281,9 +281,10 @@ class Snapshot:
 class StoreBackend(Protocol):
     """A synchronous store used by one task at a time.
 
-    :meth:`journal` and :meth:`fold` open a transaction and run on the event loop (CPU work on
-    cached pages, no waiting for the disk); :meth:`commit` ends it in a worker thread (the WAL
-    write and its fsync); everything else runs in a worker thread too.
+    :meth:`journal` opens a transaction appending one record and runs on the event loop (CPU
+    work on a hot page, no waiting for the disk); :meth:`commit` ends it in a worker thread (the
+    WAL write and its fsync); everything else (:meth:`fold` and its commit included) runs in a
+    worker thread.
     """
 
     def open(self) -> None:

@@ -6,10 +6,11 @@ messages, synchronously and cheaply on the event loop: each change becomes a row
 :class:`~plugin_host.store.base.Batch` (net changes only: a row written and removed within one
 batch never reaches the disk) and bumps :attr:`Persistence.seq`, the change sequence number.
 
-One writer task (owned by the server's nursery) commits batches through the backend in a worker
-thread (``trio.to_thread.run_sync`` with a ``CapacityLimiter(1)``): group commit, one
-transaction and one fsync for every change collected during ``persistence.sync_delay``, and
-:attr:`Persistence.durable` is the last sequence number on disk.
+One writer task (owned by the server's nursery) commits each batch as one journal record, the
+commit and its fsync in a worker thread (``trio.to_thread.run_sync`` with a
+``CapacityLimiter(1)``): group commit, one transaction and one fsync for every change collected
+during ``persistence.sync_delay``; :attr:`Persistence.durable` is the last sequence number on
+disk. Every second it folds the journal into the tables (see :mod:`plugin_host.store.base`).
 
 The durability rule (QoS 1/2 acknowledgements wait for the disk) lives in the connection:
 it notes :meth:`commit_point` after routing a PUBLISH and *holds* the PUBACK/PUBREC until
@@ -56,7 +57,7 @@ MAX_BATCH = 10_000
 FOLD_INTERVAL = 1.0
 #: ... or as soon as this many net rows wait to be folded ...
 FOLD_ROWS = 20_000
-#: ... in transactions of at most this many rows (the event loop writes them: keep it short).
+#: ... in transactions of at most this many rows (acknowledgements wait while one is written).
 FOLD_PART = 2_000
 #: Seconds between upkeep runs (free space returned to the file system, liveness stamp).
 MAINTENANCE_INTERVAL = 60.0
@@ -601,7 +602,11 @@ class Persistence:
         parts = self._parts
         while parts:
             last = len(parts) == 1
-            await self._transaction(self.backend.fold, parts[0], self._parts_upto if last else None)
+            # In the worker thread: a part can be thousands of rows, and deleting old rows
+            # may have to read pages from the disk (the journal append stays on the loop).
+            await self._transaction(
+                self.backend.fold, parts[0], self._parts_upto if last else None, in_thread=True
+            )
             parts.popleft()
             if last:
                 self._folded_upto = self._parts_upto
@@ -611,8 +616,11 @@ class Persistence:
                 if self._batch.changes:
                     await self._commit(self._take())
 
-    async def _transaction(self, begin: Callable[..., None], *args: Any) -> None:
-        """``begin(*args)`` on the loop (fills a transaction), the commit in a worker thread.
+    async def _transaction(
+        self, begin: Callable[..., None], *args: Any, in_thread: bool = False
+    ) -> None:
+        """``begin(*args)`` (fills a transaction) on the loop, or in the worker thread with
+        ``in_thread``; the commit in the worker thread.
 
         An attempt is shielded (once started, its outcome decides what is durable); a failed one
         is retried until it succeeds (acknowledgements keep waiting meanwhile), but the wait
@@ -623,8 +631,15 @@ class Persistence:
             try:
                 with trio.CancelScope(shield=True):
                     async with self._db_lock:
-                        begin(*args)
-                        await trio.to_thread.run_sync(self.backend.commit, limiter=self._limiter)
+                        if in_thread:
+                            await trio.to_thread.run_sync(
+                                _begin_commit, self.backend, begin, args, limiter=self._limiter
+                            )
+                        else:
+                            begin(*args)
+                            await trio.to_thread.run_sync(
+                                self.backend.commit, limiter=self._limiter
+                            )
                 return
             except Exception as exc:
                 self.stats.failures += 1
@@ -839,6 +854,12 @@ class Persistence:
         report = {key: counts[key] for key in _ALWAYS_REPORTED_ORDER}
         report.update((k, v) for k, v in counts.items() if v)
         return report
+
+
+def _begin_commit(backend: StoreBackend, begin: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """A whole transaction in the worker thread."""
+    begin(*args)
+    backend.commit()
 
 
 def _sub_row(row: int, opts: SubOptions) -> tuple[Any, ...]:

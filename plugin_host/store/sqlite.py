@@ -1,8 +1,8 @@
 """The embedded default store: one SQLite file (stdlib ``sqlite3``) in WAL mode.
 
 One task uses the connection at a time (``check_same_thread`` is off for that reason only):
-:meth:`SQLiteBackend.journal` and :meth:`SQLiteBackend.fold` fill a transaction on the event
-loop, :meth:`SQLiteBackend.commit` and everything else run in a worker thread
+:meth:`SQLiteBackend.journal` (append one record) fills its transaction on the event loop,
+:meth:`SQLiteBackend.commit` and everything else run in a worker thread
 (``trio.to_thread.run_sync`` with the store's ``CapacityLimiter(1)``). See
 :mod:`plugin_host.store.base` for the journal and fold design.
 
@@ -230,7 +230,7 @@ class SQLiteBackend:
         conn.execute(f"PRAGMA synchronous={'OFF' if self.sync == 'off' else 'FULL'}")
         conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         conn.execute("PRAGMA temp_store=MEMORY")
-        # Hot pages stay cached (rows are written on the event loop, see write()).
+        # Hot pages stay cached (the journal is appended on the event loop, see journal()).
         conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         # Take the (exclusive, kept) lock now: a second broker fails here, not later.
         conn.execute("BEGIN IMMEDIATE")
@@ -358,7 +358,11 @@ class SQLiteBackend:
     # ------------------------------------------------------------------------------ writing
 
     def journal(self, seq: int, record: bytes) -> None:
-        """Begin a transaction appending one journal record (on the event loop)."""
+        """Begin a transaction appending one journal record.
+
+        Called on the event loop: one INSERT of one blob at the end of the journal (hot pages),
+        where a worker thread would have to take the GIL back for it anyway.
+        """
         conn = self._conn()
         conn.execute("BEGIN")
         try:
@@ -369,11 +373,9 @@ class SQLiteBackend:
             raise
 
     def fold(self, part: Batch, upto: int | None) -> None:
-        """Begin a transaction writing ``part`` (frozen) into the tables (on the event loop).
+        """Begin a transaction writing ``part`` (frozen) into the tables (in a worker thread).
 
-        The rows are bound and the B-trees updated while the loop holds the GIL anyway, rather
-        than by a worker thread taking the GIL back after every row; parts are small (see
-        ``FOLD_ROWS``). With ``upto``, the journal records up to it are dropped too.
+        With ``upto``, the journal records up to it are dropped too (the fold is complete).
         """
         conn = self._conn()
         conn.execute("BEGIN")
