@@ -19,20 +19,18 @@ connections after each commit (:meth:`hold` / ``Connection.release_held``). The 
 waits. A PUBLISH that changed nothing durable (no persistent session got it) is acknowledged at
 once.
 
-Start-up (:func:`open_store`) loads the store in a thread, rebuilds sessions, subscriptions,
-queues, in-flight state and retained messages in the broker (dropping what expired meanwhile),
-logs what it restored and attaches the store, all before plugins start and clients connect.
+Start-up (:func:`plugin_host.store.startup.open_store`, :mod:`plugin_host.store.restore`) loads
+the store in a thread, rebuilds sessions, subscriptions, queues, in-flight state and retained
+messages in the broker (dropping what expired meanwhile), logs what it restored and attaches the
+store, all before plugins start and clients connect.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -41,13 +39,12 @@ import trio
 from plugin_host.broker.message import Message
 from plugin_host.broker.session import Inflight, Session
 from plugin_host.broker.trie import SubOptions
-from plugin_host.store.base import Batch, StoreBackend, StoreError, encode, freeze, merge, split
+from plugin_host.store.base import Batch, StoreBackend, encode, freeze, merge, split
 
 if TYPE_CHECKING:
     from plugin_host.broker.broker import Broker
     from plugin_host.broker.connection import Connection
     from plugin_host.broker.session import Queued
-    from plugin_host.settings import Config
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +62,6 @@ MAINTENANCE_INTERVAL = 60.0
 RETRY_DELAY = 1.0
 #: Longest time the final commit at shutdown may take.
 CLOSE_TIMEOUT = 30.0
-#: Restored counts logged even when zero.
-_ALWAYS_REPORTED_ORDER = ("sessions", "subscriptions", "queued", "inflight", "retained")
 
 
 class _Rec:
@@ -86,17 +81,6 @@ class _Rec:
         self.queue: deque[tuple[int, int]] = deque()
         self.inflight: dict[int, tuple[int, int]] = {}
         self.moved = -1
-
-
-class RestoredWill:
-    """A will rebuilt from the store (what ``Broker._publish_will`` reads)."""
-
-    __slots__ = ("delay", "expiry", "message")
-
-    def __init__(self, message: Message, expiry: float | None) -> None:
-        self.message = message
-        self.delay = 0.0
-        self.expiry = expiry
 
 
 class StoreStats:
@@ -705,155 +689,12 @@ class Persistence:
         """Load the store and rebuild the broker's state (before anything connects).
 
         Expired sessions, messages and retained messages are removed (from the store too).
-        Returns what was restored and removed, by kind.
+        Returns what was restored and removed, by kind (see :mod:`plugin_host.store.restore`).
         """
+        from plugin_host.store.restore import restore
+
         snap = await trio.to_thread.run_sync(self.backend.load, limiter=self._limiter)
-        counts: Counter[str] = Counter()
-        wall = time.time()
-        mono = time.monotonic()
-        to_mono = mono - wall
-        batch = self._batch
-        messages: dict[int, Message] = {}
-        for mid, (mp, topic, payload, qos, retain, props, expires) in snap.messages.items():
-            expires_at = None if expires is None else expires + to_mono
-            messages[mid] = Message(topic, payload, qos, retain, props, expires_at, mp)
-        self._next_message = max(snap.messages, default=0) + 1
-        for mp, topic, payload, qos, props, expires in snap.retained:
-            if expires is not None and expires <= wall:
-                batch.retained[(mp, topic)] = None
-                counts["retained_expired"] += 1
-                continue
-            expires_at = None if expires is None else expires + to_mono
-            message = Message(topic, payload, qos, True, props, expires_at, mp)
-            broker.router.retained_store(mp).set(topic, message)
-            counts["retained"] += 1
-        alive = snap.alive_at if snap.alive_at is not None else wall
-        newest = {(row[1], row[2]): row[0] for row in snap.sessions}
-        sessions: dict[int, tuple[Session, _Rec]] = {}
-        due_wills: list[tuple[Session, RestoredWill, str | None, bool, float]] = []
-        for sid, mp, client_id, username, level, interval, expires, will in snap.sessions:
-            self._next_session = max(self._next_session, sid + 1)
-            if newest[(mp, client_id)] != sid:  # a leftover duplicate: the newest row wins
-                batch.deleted_sessions.append(sid)
-                continue
-            deadline = expires
-            if deadline is None and interval is not None:
-                deadline = alive + interval  # online when the broker stopped
-            session = Session(broker, mp, client_id)
-            session.username = username
-            session.protocol_level = level
-            session.expiry_interval = interval
-            restored_will = None
-            if will is not None:
-                _mp, topic, payload, qos, retain, props, v5, expiry, due = will
-                message = Message(topic, payload, qos, retain, props, None, mp)
-                restored_will = (session, RestoredWill(message, expiry), username, v5, due - wall)
-            if deadline is not None and deadline <= wall:
-                # Expired while the broker was down; a will still waiting goes out now.
-                batch.deleted_sessions.append(sid)
-                counts["sessions_expired"] += 1
-                if restored_will is not None:
-                    due_wills.append((*restored_will[:4], 0.0))
-                continue
-            broker.sessions[session.sid] = session
-            rec = _Rec(sid)
-            self._recs[session] = rec
-            sessions[sid] = (session, rec)
-            if deadline is not None:
-                broker.expire_later(session, deadline - wall)
-            if restored_will is not None:
-                due_wills.append(restored_will)
-            counts["sessions"] += 1
-        for (
-            s,
-            full_filter,
-            topic_filter,
-            group,
-            qos,
-            no_local,
-            rap,
-            rh,
-            sub_id,
-        ) in snap.subscriptions:
-            found = sessions.get(s)
-            if found is None:
-                batch.subscriptions.delete((s, full_filter))
-                continue
-            found[0].add_subscription(
-                SubOptions(
-                    topic_filter,
-                    qos,
-                    no_local=no_local,
-                    rap=rap,
-                    retain_handling=rh,
-                    sub_id=sub_id,
-                    group=group,
-                )
-            )
-            counts["subscriptions"] += 1
-        used: Counter[int] = Counter()
-        for s, seq, mid, qos, sub_ids, retain, pid, state in snap.deliveries:
-            found = sessions.get(s)
-            stored = messages.get(mid)
-            if found is None or stored is None:
-                batch.deliveries.delete((s, seq))
-                continue
-            message = stored
-            session, rec = found
-            rec.qtail = seq + 1
-            if pid is not None:
-                # In flight: re-sent with DUP (or PUBREL) when the client comes back, even
-                # if it expired meanwhile (its delivery had started).
-                entry = Inflight(message, qos, sub_ids, retain, mono)
-                entry.state = state
-                session.inflight[pid] = entry
-                session.next_pid = max(session.next_pid, pid % 0xFFFF + 1)
-                rec.inflight[pid] = (seq, id(message))
-                counts["inflight"] += 1
-            elif message.expired(mono):
-                batch.deliveries.delete((s, seq))
-                counts["messages_expired"] += 1
-                continue
-            else:
-                if not session.queue:
-                    session.queue = deque()
-                session.queue.append((message, qos, sub_ids, retain))
-                rec.queue.append((seq, id(message)))
-                counts["queued"] += 1
-            used[mid] += 1
-        mid_of = {id(message): mid for mid, message in messages.items()}
-        for session, rec in sessions.values():
-            # The configured limit may have shrunk since: keep the newest.
-            limit = session.max_offline
-            while limit > 0 and len(session.queue) > limit:
-                session.queue.popleft()
-                seq, key = rec.queue.popleft()
-                batch.deliveries.delete((rec.row, seq))
-                used[mid_of[key]] -= 1
-                counts["queued"] -= 1
-                counts["queue_dropped"] += 1
-        for s, pid in snap.incoming:
-            found = sessions.get(s)
-            if found is None:
-                batch.incoming.delete((s, pid))
-                continue
-            if not found[0].incoming_qos2:
-                found[0].incoming_qos2 = set()
-            found[0].incoming_qos2.add(pid)
-            counts["incoming_qos2"] += 1
-        for mid, message in messages.items():
-            if used[mid] > 0:
-                self._msgs[id(message)] = [mid, used[mid], message]
-            else:
-                batch.messages.delete(mid)
-        for session, will_obj, username, v5, delay in due_wills:
-            broker.will_later(session, will_obj, username, session.client_id, v5, delay)
-            counts["wills"] += 1
-        if batch.rows_written():
-            self._changed()  # the clean-up is committed by the writer
-        report = {key: counts[key] for key in _ALWAYS_REPORTED_ORDER}
-        report.update((k, v) for k, v in counts.items() if v)
-        return report
+        return restore(self, broker, snap)
 
 
 def _begin_commit(backend: StoreBackend, begin: Callable[..., None], args: tuple[Any, ...]) -> None:
@@ -874,73 +715,3 @@ def _sub_row(row: int, opts: SubOptions) -> tuple[Any, ...]:
         opts.retain_handling,
         opts.sub_id,
     )
-
-
-# ---------------------------------------------------------------------------------- start-up
-
-
-def platform_data_dir() -> Path:
-    """Where plugin-host keeps data without a config file (per user, per platform)."""
-    xdg = os.environ.get("XDG_DATA_HOME")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "plugin-host"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "plugin-host"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "plugin-host"
-    return Path.home() / ".local" / "share" / "plugin-host"
-
-
-def store_dir(config: Config) -> Path:
-    """``persistence.dir``; else ``data/`` next to the config file; else the platform data dir."""
-    if config.persistence.dir is not None:
-        return Path(config.persistence.dir)
-    if config.source is not None:
-        return Path(config.source).absolute().parent / "data"
-    return platform_data_dir()
-
-
-async def open_store(config: Config, broker: Broker) -> Persistence | None:
-    """Open the configured store, restore the broker's state from it and attach it.
-
-    Returns None with ``persistence = off``. Raises :class:`StoreError` when the store cannot
-    be used; with ``persistence.discard_unreadable`` (``serve --discard-store``) a corrupt or
-    unreadable one is moved aside (and logged) and the broker starts empty instead.
-    The caller runs :meth:`Persistence.run` in its nursery and calls :meth:`Persistence.aclose`.
-    """
-    from plugin_host.store.sqlite import SQLiteBackend, move_aside
-
-    pc = config.persistence
-    if not pc.enabled:
-        log.info("persistence_off")
-        return None
-    directory = store_dir(config)
-    backend = SQLiteBackend(directory, pc.sync)
-    persistence = Persistence(backend, sync=pc.sync, sync_delay=pc.sync_delay)
-    limiter = persistence._limiter
-    try:
-        try:
-            await trio.to_thread.run_sync(backend.open, limiter=limiter)
-            counts = await persistence.restore(broker)
-        except StoreError as exc:
-            if not (exc.discardable and pc.discard_unreadable):
-                raise
-            await trio.to_thread.run_sync(backend.close, limiter=limiter)
-            moved = await trio.to_thread.run_sync(move_aside, directory)
-            log.warning(
-                "store_discarded", path=str(backend.path), moved_to=str(moved), error=str(exc)
-            )
-            broker.sessions.clear()
-            broker.router.retained.clear()
-            broker.router.tries.clear()
-            persistence = Persistence(backend, sync=pc.sync, sync_delay=pc.sync_delay)
-            await trio.to_thread.run_sync(backend.open, limiter=persistence._limiter)
-            counts = await persistence.restore(broker)
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(backend.close)
-        raise
-    log.info("store_restored", path=str(backend.path), sync=pc.sync, **counts)
-    broker.attach_store(persistence)
-    return persistence
