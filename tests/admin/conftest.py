@@ -1,24 +1,22 @@
-"""Helpers for the admin tests: a broker with an HTTP listener, a scraper, the CLI, paho.
+"""Helpers for the admin tests: a broker with an HTTP listener, a scraper, the CLI.
 
 Everything is real: the broker listens on ephemeral ports, ``/metrics`` is fetched over a
 socket and parsed with prometheus-client's own parser, ``plugin-host admin`` runs its click
-command (in a worker thread, since it starts its own trio run) or a real subprocess.
+command (in a worker thread, since it starts its own trio run) or a real subprocess. paho-mqtt
+clients come from the ``paho`` fixture of ``plugin_host.testing.pytest_plugin``.
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import ssl
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import structlog
 import trio
@@ -223,87 +221,6 @@ def raw() -> Callable[..., Any]:
             yield RawClient(stream, level)
 
     return open_raw
-
-
-# ------------------------------------------------------------------------------------ paho
-
-
-class Paho:
-    """A paho-mqtt client in its own network thread; the trio test waits on its events."""
-
-    def __init__(
-        self, address: tuple[str, int], client_id: str, *, v5: bool = False, clean: bool = True
-    ) -> None:
-        self.address = address
-        self.v5 = v5
-        protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
-        extra: dict[str, Any] = {} if v5 else {"clean_session": clean}
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **extra
-        )
-        self.connected = threading.Event()
-        self.disconnected = threading.Event()
-        self.disconnect_reason: Any = None
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self._acked: queue.Queue[int] = queue.Queue()
-        self.client.on_connect = lambda c, u, f, rc, p: self.connected.set()
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = lambda c, u, m: self.messages.put(m)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._acked.put(mid)
-
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.disconnect_reason = rc
-        self.disconnected.set()
-
-    async def connect(self) -> None:
-        self.client.connect(*self.address, keepalive=60)
-        self.client.loop_start()
-        assert await trio.to_thread.run_sync(self.connected.wait, WAIT), "no CONNACK"
-
-    async def subscribe(self, topic: str, qos: int = 0) -> None:
-        _, mid = self.client.subscribe(topic, qos)
-        while True:
-            got = await trio.to_thread.run_sync(self._acked.get, True, WAIT)
-            if got == mid:
-                return
-
-    async def publish(
-        self, topic: str, payload: bytes, qos: int = 0, *, retain: bool = False
-    ) -> None:
-        info = self.client.publish(topic, payload, qos, retain=retain)
-        await trio.to_thread.run_sync(info.wait_for_publish, WAIT)
-        assert info.is_published()
-
-    async def receive(self) -> mqtt.MQTTMessage:
-        return await trio.to_thread.run_sync(self.messages.get, True, WAIT)
-
-    async def wait_disconnected(self) -> Any:
-        assert await trio.to_thread.run_sync(self.disconnected.wait, WAIT), "still connected"
-        return self.disconnect_reason
-
-    async def disconnect(self) -> None:
-        self.client.disconnect()
-        await trio.to_thread.run_sync(self.disconnected.wait, WAIT)
-        self.client.loop_stop()
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def paho() -> Iterator[Callable[..., Paho]]:
-    made: list[Paho] = []
-
-    def make(
-        address: tuple[str, int], client_id: str, *, v5: bool = False, clean: bool = True
-    ) -> Paho:
-        client = Paho(address, client_id, v5=v5, clean=clean)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.stop()
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ async def test_connect_each_protocol_version(mqtt_broker, protocol):
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5])
 async def test_paho_connects(mqtt_broker, paho_clients, protocol):
     client = paho_clients(mqtt_broker.address, "paho1", protocol=protocol)
-    flags, rc, _ = await client.connect()
+    await client.connect()
+    flags, rc, _ = client.connack
     assert rc == 0
     assert flags.session_present is False
     await client.disconnect()

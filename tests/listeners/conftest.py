@@ -1,22 +1,19 @@
-"""Helpers for the listener tests: trustme PKI files, listener configs, a paho wrapper.
+"""Helpers for the listener tests: trustme PKI files, listener configs, log and WebSocket tools.
 
-paho-mqtt runs its network loop in its own thread; its callbacks set ``threading.Event``s and
-the trio test waits for them in a worker thread with a timeout (never a sleep).
+paho-mqtt clients (TCP, TLS, WebSocket) come from the ``paho`` fixture of
+``plugin_host.testing.pytest_plugin`` (:class:`plugin_host.testing.PahoClient`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import queue
 import ssl
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import trio
 import trustme
@@ -186,148 +183,6 @@ class RegisterRecorder:
 @pytest.fixture
 def recorder() -> RegisterRecorder:
     return RegisterRecorder()
-
-
-# --------------------------------------------------------------------------------------------
-# paho
-
-
-class Paho:
-    """A paho-mqtt client (TCP, TLS or WebSocket) driven from trio tests."""
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        client_id: str = "",
-        *,
-        protocol: int = mqtt.MQTTv311,
-        transport: str = "tcp",
-        ws_path: str = "/mqtt",
-        tls: ssl.SSLContext | None = None,
-        username: str | None = None,
-        password: str | None = None,
-    ) -> None:
-        self.address = address
-        self.v5 = protocol == mqtt.MQTTv5
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=protocol,
-            transport=transport,  # type: ignore[arg-type]
-        )
-        if transport == "websockets":
-            self.client.ws_set_options(path=ws_path)
-        if tls is not None:
-            self.client.tls_set_context(tls)
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.connected = threading.Event()
-        self.disconnected = threading.Event()
-        self.settled = threading.Event()  # CONNACK or failure, whichever comes first
-        self.connack: tuple[Any, Any] | None = None
-        self.disconnect_reason: Any = None
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self._acks: dict[int, threading.Event] = {}
-        self._lock = threading.Lock()
-        c = self.client
-        c.on_connect = self._on_connect
-        c.on_connect_fail = self._on_connect_fail
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        c.on_subscribe = self._on_ack
-        self._started = False
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.connack = (flags, rc)
-        self.connected.set()
-        self.settled.set()
-
-    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        self.disconnected.set()
-        self.settled.set()
-
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.disconnect_reason = rc
-        self.disconnected.set()
-        self.settled.set()
-
-    def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.messages.put(message)
-
-    def _on_ack(self, client: Any, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
-        self._ack(mid).set()
-
-    def _ack(self, mid: int) -> threading.Event:
-        with self._lock:
-            return self._acks.setdefault(mid, threading.Event())
-
-    async def try_connect(self) -> bool:
-        """Connect; True with a successful CONNACK, False when refused at any layer."""
-        try:
-            # connect() does TCP, TLS and the WebSocket upgrade synchronously: a worker thread.
-            await trio.to_thread.run_sync(lambda: self.client.connect(*self.address, keepalive=30))
-        except (OSError, ssl.SSLError, mqtt.WebsocketConnectionError):
-            return False
-        self.client.loop_start()
-        self._started = True
-
-        await trio.to_thread.run_sync(self.settled.wait, WAIT)
-        if not self.connected.is_set() or self.connack is None:
-            return False
-        return not self.connack[1].is_failure
-
-    async def connect(self) -> None:
-        with trio.fail_after(WAIT):
-            assert await self.try_connect(), f"paho could not connect: {self.connack}"
-
-    async def subscribe(self, topic: str, qos: int = 0) -> None:
-        result, mid = self.client.subscribe(topic, qos)
-        assert result == mqtt.MQTT_ERR_SUCCESS
-        assert await trio.to_thread.run_sync(self._ack(mid).wait, WAIT), "no SUBACK"
-
-    async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
-        info = self.client.publish(topic, payload, qos)
-        await trio.to_thread.run_sync(info.wait_for_publish, WAIT)
-        assert info.is_published()
-
-    async def receive(self, timeout: float = WAIT) -> mqtt.MQTTMessage:
-        try:
-            return await trio.to_thread.run_sync(self.messages.get, True, timeout)
-        except queue.Empty:
-            raise TimeoutError("paho received no message") from None
-
-    async def wait_disconnected(self, timeout: float = WAIT) -> Any:
-        assert await trio.to_thread.run_sync(self.disconnected.wait, timeout), "still connected"
-        return self.disconnect_reason
-
-    async def disconnect(self) -> None:
-        self.client.disconnect()
-        await trio.to_thread.run_sync(self.disconnected.wait, WAIT)
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop paho's thread and drop the connection (no DISCONNECT sent)."""
-        if self._started:
-            self.client.loop_stop()
-            self._started = False
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
-
-
-@pytest.fixture
-def paho() -> Iterator[Any]:
-    """Make Paho clients; all are stopped after the test."""
-    made: list[Paho] = []
-
-    def make(*args: Any, **kwargs: Any) -> Paho:
-        client = Paho(*args, **kwargs)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.stop()
 
 
 # --------------------------------------------------------------------------------------------

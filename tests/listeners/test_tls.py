@@ -49,7 +49,7 @@ async def test_server_only_tls_with_the_project_client(pki) -> None:
 async def test_server_only_tls_with_paho(pki, paho, protocol) -> None:
     async with run_broker(listeners=[pki.listener()]) as broker:
         client = paho(broker.address, "p", protocol=protocol, tls=pki.client_context())
-        await client.connect()
+        assert await client.connect() == 0
         await client.subscribe("tls/paho", 1)
         await client.publish("tls/paho", b"paho over tls", 1)
         assert (await client.receive()).payload == b"paho over tls"
@@ -160,7 +160,7 @@ async def test_client_cert_forwarded_to_a_webhook(pki, paho, tmp_path) -> None:
         )
         async with run_broker(load_config(path), plugins={"webhooks": WebhooksPlugin()}) as b:
             client = paho(b.address, "hooked", tls=pki.client_context(alice))
-            await client.connect()
+            assert await client.connect() == 0
             await client.disconnect()
     body = server.requests[0].json()
     assert base64.b64decode(body["client_cert"]) == pki.der(alice)

@@ -46,8 +46,8 @@ async def test_paho_over_websocket(pki, paho, protocol, secure) -> None:
     async with run_broker(listeners=[listener]) as broker:
         sub = paho(broker.address, "sub", protocol=protocol, transport="websockets", tls=tls)
         pub = paho(broker.address, "pub", protocol=protocol, transport="websockets", tls=tls)
-        await sub.connect()
-        await pub.connect()
+        assert await sub.connect() == 0
+        assert await pub.connect() == 0
         await sub.subscribe("ws/t", 1)
         await pub.publish("ws/t", b"x" * 70000, 1)  # bigger than one 64 KiB read
         await pub.publish("ws/t", b"small", 0)

@@ -7,15 +7,13 @@ dispatcher will call them, through the plugin module's hookimpls inside its life
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-import trio
 import trustme
 
 from plugin_host.config import apply_schema, load_config
@@ -97,86 +95,8 @@ def conf() -> Callable[..., str]:
 
 
 # --------------------------------------------------------------------------------------------
-# End to end: a real broker with the plugin, and paho-mqtt as an independent client.
-
-WAIT = 10.0
-
-
-class Paho:
-    """A paho-mqtt client driven from trio without a background thread: each operation runs
-    paho's network loop in a trio worker thread until its answer arrived (or WAIT passed)."""
-
-    def __init__(self, address: tuple[str, int], client_id: str, *, v5: bool = False) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.address = address
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        )
-        self.reason_code: Any = None
-        self.messages: list[Any] = []
-        self._granted: dict[int, Any] = {}
-        self.client.on_connect = self._on_connect
-        self.client.on_message = lambda client, userdata, message: self.messages.append(message)
-        self.client.on_subscribe = self._on_subscribe
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        self.reason_code = rc
-
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
-        self._granted[mid] = rcs
-
-    async def _pump(self, done: Callable[[], bool], what: str) -> None:
-        def run() -> bool:
-            deadline = time.monotonic() + WAIT
-            while not done() and time.monotonic() < deadline:
-                self.client.loop(0.02)
-            return done()
-
-        assert await trio.to_thread.run_sync(run), f"no {what} within {WAIT}s"
-
-    async def connect(self, username: str | None = None, password: str | None = None) -> Any:
-        """Connect; returns paho's CONNACK ReasonCode (compare with ``0`` or a name: paho
-        reports the MQTT 3 return codes 4 and 5 as "Bad user name or password" and
-        "Not authorized")."""
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        await trio.to_thread.run_sync(lambda: self.client.connect(*self.address))
-        await self._pump(lambda: self.reason_code is not None, "CONNACK")
-        return self.reason_code
-
-    async def subscribe(self, topics: list[tuple[str, int]]) -> list[int]:
-        """Subscribe; returns the SUBACK reason codes."""
-        _, mid = self.client.subscribe(topics)
-        await self._pump(lambda: mid in self._granted, "SUBACK")
-        return [int(rc.value) for rc in self._granted[mid]]
-
-    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        info = self.client.publish(topic, payload, qos)
-        await self._pump(info.is_published, "PUBACK")
-
-    async def receive(self) -> Any:
-        await self._pump(lambda: bool(self.messages), "message")
-        return self.messages.pop(0)
-
-    def close(self) -> None:
-        self.client.disconnect()
-
-
-@pytest.fixture
-def paho() -> Iterator[Callable[..., Paho]]:
-    """``paho(address, client_id, v5=False)``: clients closed after the test."""
-    made: list[Paho] = []
-
-    def make(*args: Any, **kwargs: Any) -> Paho:
-        made.append(Paho(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
+# End to end: a real broker with the plugin, and paho-mqtt as an independent client (the
+# ``paho`` fixture of plugin_host.testing.pytest_plugin).
 
 
 @pytest.fixture

@@ -68,12 +68,16 @@ async def test_register_bodies_and_denials_for_mqtt3_and_mqtt5(broker: Any, paho
         )
         async with broker(text) as running:
             address = running.address
-            assert await paho(address, "alice-3").connect("alice", "pw3") == 0
-            assert await paho(address, "alice-5", v5=True).connect("alice", "pw5") == 0
+
+            def login(client_id: str, username: str, password: str, v5: bool = False) -> Any:
+                return paho(address, client_id, v5=v5, username=username, password=password)
+
+            assert await login("alice-3", "alice", "pw3").connect() == 0
+            assert await login("alice-5", "alice", "pw5", v5=True).connect() == 0
             # MQTT 3: return code 5 (paho names it "Not authorized"); MQTT 5: 0x86.
-            assert await paho(address, "mallory-3").connect("mallory", "x") == "Not authorized"
+            assert await login("mallory-3", "mallory", "x").connect() == "Not authorized"
             assert await connack_return_code(address, "mallory") == 5
-            reason = await paho(address, "mallory-5", v5=True).connect("mallory", "x")
+            reason = await login("mallory-5", "mallory", "x", v5=True).connect()
             assert reason.value == 0x86
 
     v3, v5 = server.requests[:2]
@@ -126,7 +130,7 @@ async def test_publish_rewrites_reach_subscribers(broker: Any, paho: Any) -> Non
             for client_id, v5 in (("pub-3", False), ("pub-5", True)):
                 publisher = paho(running.address, client_id, v5=v5)
                 await publisher.connect()
-                await publisher.publish(f"in/{client_id}", b"original")
+                await publisher.publish(f"in/{client_id}", b"original", qos=1)
                 message = await subscriber.receive()
                 assert (message.topic, message.payload) == (f"out/in/{client_id}", b"rewritten")
                 user_properties = getattr(message.properties, "UserProperty", [])
@@ -178,7 +182,7 @@ async def test_chain_order_with_a_python_plugin_follows_priorities(broker: Any, 
         gate = Gate()
         text = "plugins.gate.priority = 1\nplugins.webhooks.priority = 2\n" + hooks
         async with broker(text, plugins={"gate": gate}) as running:
-            assert await paho(running.address, "c1").connect("vip", "x") == 0
+            assert await paho(running.address, "c1", username="vip", password="x").connect() == 0
             assert await connack_return_code(running.address, "other") == 5
         assert [r.json()["username"] for r in server.requests] == ["other"]
         assert gate.calls == ["vip", "other"]
