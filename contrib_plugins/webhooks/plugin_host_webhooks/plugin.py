@@ -22,7 +22,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from plugin_host import hookimpl
+from plugin_host.hooks.forward import forward_hooks
+from plugin_host.hooks.specs import CHAIN_HOOKS
 from plugin_host.settings import Key, PluginSection
+from plugin_host_webhooks.wire import WEBHOOK_HOOKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from plugin_host_webhooks.runtime import Webhooks
@@ -30,8 +33,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["WebhooksPlugin", "plugin_host_plugin"]
 
 
+@forward_hooks(WEBHOOK_HOOKS & CHAIN_HOOKS, to="_chain")
+@forward_hooks(WEBHOOK_HOOKS - CHAIN_HOOKS, to="_notify")
 class WebhooksPlugin:
-    """The webhooks plugin; one instance per broker (see the module docstring)."""
+    """The webhooks plugin; one instance per broker (see the module docstring).
+
+    Its MQTT hookimpls (one per hook a webhook can serve, ``WEBHOOK_HOOKS``) are generated
+    by :func:`plugin_host.hooks.forward.forward_hooks` with the hookspecs' argument names.
+    """
 
     def __init__(self) -> None:
         self._current: Webhooks | None = None
@@ -114,231 +123,21 @@ class WebhooksPlugin:
         current = self._current
         return current.active_hooks() if current is not None else frozenset()
 
+    # ----------------------------------------------------------------------------------------
+    # Hooks: every hook a webhook can serve is a hookimpl made by the class's forward_hooks
+    # decorators, with the hookspec's argument names; it hands its arguments, as a dict by
+    # name, to one of these two. The request encoder picks each hook's fields by name.
+
     async def _chain(self, hook: str, args: dict[str, Any]) -> Any:
+        """A chain hook: the webhooks' answer (``None``, next, while no lifespan runs)."""
         current = self._current
         return None if current is None else await current.chain(hook, args)
 
     async def _notify(self, hook: str, args: dict[str, Any]) -> None:
+        """A notification hook: posted to its webhooks (nothing while no lifespan runs)."""
         current = self._current
         if current is not None:
             await current.notify(hook, args)
-
-    # ----------------------------------------------------------------------------------------
-    # Hooks. Each passes its arguments by name: ``locals()`` taken first thing is exactly them
-    # (plus ``self``, which the request encoder ignores: it picks the hook's fields by name).
-
-    @hookimpl
-    async def auth_on_register(
-        self,
-        peer_addr: str,
-        peer_port: int,
-        mountpoint: str,
-        client_id: str,
-        username: str | None,
-        password: bytes | None,
-        clean_session: bool,
-        listener_addr: str | None,
-        listener_port: int | None,
-        listener_type: str | None,
-        client_cert: bytes | None,
-    ) -> Any:
-        return await self._chain("auth_on_register", locals())
-
-    @hookimpl
-    async def auth_on_register_m5(
-        self,
-        peer_addr: str,
-        peer_port: int,
-        mountpoint: str,
-        client_id: str,
-        username: str | None,
-        password: bytes | None,
-        clean_start: bool,
-        properties: dict[str, Any],
-        listener_addr: str | None,
-        listener_port: int | None,
-        listener_type: str | None,
-        client_cert: bytes | None,
-    ) -> Any:
-        return await self._chain("auth_on_register_m5", locals())
-
-    @hookimpl
-    async def on_auth_m5(
-        self, username: str | None, mountpoint: str, client_id: str, properties: dict[str, Any]
-    ) -> Any:
-        return await self._chain("on_auth_m5", locals())
-
-    @hookimpl
-    async def on_register(
-        self, peer_addr: str, peer_port: int, mountpoint: str, client_id: str, username: str | None
-    ) -> None:
-        await self._notify("on_register", locals())
-
-    @hookimpl
-    async def on_register_m5(
-        self,
-        peer_addr: str,
-        peer_port: int,
-        mountpoint: str,
-        client_id: str,
-        username: str | None,
-        properties: dict[str, Any],
-    ) -> None:
-        await self._notify("on_register_m5", locals())
-
-    @hookimpl
-    async def auth_on_publish(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        qos: int,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-    ) -> Any:
-        return await self._chain("auth_on_publish", locals())
-
-    @hookimpl
-    async def auth_on_publish_m5(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        qos: int,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-        properties: dict[str, Any],
-    ) -> Any:
-        return await self._chain("auth_on_publish_m5", locals())
-
-    @hookimpl
-    async def on_publish(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        qos: int,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-    ) -> None:
-        await self._notify("on_publish", locals())
-
-    @hookimpl
-    async def on_publish_m5(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        qos: int,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-        properties: dict[str, Any],
-    ) -> None:
-        await self._notify("on_publish_m5", locals())
-
-    @hookimpl
-    async def auth_on_subscribe(
-        self, username: str | None, mountpoint: str, client_id: str, topics: list[Any]
-    ) -> Any:
-        return await self._chain("auth_on_subscribe", locals())
-
-    @hookimpl
-    async def auth_on_subscribe_m5(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        topics: list[Any],
-        properties: dict[str, Any],
-    ) -> Any:
-        return await self._chain("auth_on_subscribe_m5", locals())
-
-    @hookimpl
-    async def on_subscribe(
-        self, username: str | None, mountpoint: str, client_id: str, topics: list[Any]
-    ) -> None:
-        await self._notify("on_subscribe", locals())
-
-    @hookimpl
-    async def on_subscribe_m5(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        topics: list[Any],
-        properties: dict[str, Any],
-    ) -> None:
-        await self._notify("on_subscribe_m5", locals())
-
-    @hookimpl
-    async def on_unsubscribe(
-        self, username: str | None, mountpoint: str, client_id: str, topics: list[str]
-    ) -> Any:
-        return await self._chain("on_unsubscribe", locals())
-
-    @hookimpl
-    async def on_unsubscribe_m5(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        topics: list[str],
-        properties: dict[str, Any],
-    ) -> Any:
-        return await self._chain("on_unsubscribe_m5", locals())
-
-    @hookimpl
-    async def on_deliver(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        qos: int,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-    ) -> Any:
-        return await self._chain("on_deliver", locals())
-
-    @hookimpl
-    async def on_deliver_m5(
-        self,
-        username: str | None,
-        mountpoint: str,
-        client_id: str,
-        qos: int,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-        properties: dict[str, Any],
-    ) -> Any:
-        return await self._chain("on_deliver_m5", locals())
-
-    @hookimpl
-    async def on_offline_message(
-        self, mountpoint: str, client_id: str, qos: int, topic: str, payload: bytes, retain: bool
-    ) -> None:
-        await self._notify("on_offline_message", locals())
-
-    @hookimpl
-    async def on_client_wakeup(self, mountpoint: str, client_id: str) -> None:
-        await self._notify("on_client_wakeup", locals())
-
-    @hookimpl
-    async def on_client_offline(self, mountpoint: str, client_id: str) -> None:
-        await self._notify("on_client_offline", locals())
-
-    @hookimpl
-    async def on_client_gone(self, mountpoint: str, client_id: str) -> None:
-        await self._notify("on_client_gone", locals())
-
-    @hookimpl
-    async def on_session_expired(self, mountpoint: str, client_id: str) -> None:
-        await self._notify("on_session_expired", locals())
 
 
 #: The manager instantiates this for each broker (the entry point names this module).
