@@ -105,6 +105,9 @@ class Changes:
 
 
 _TABLES = ("messages", "sessions", "subscriptions", "deliveries", "incoming")
+#: The tables whose journaled changes :class:`~plugin_host.store.persistence.Persistence` merges
+#: for its folds (deliveries and messages are folded from its own bookkeeping instead).
+TABLES_MERGED = ("sessions", "subscriptions", "incoming")
 
 
 @dataclass(slots=True, eq=False)
@@ -158,7 +161,8 @@ class Batch:
         )
 
 
-def _frozen_message(m: Message, wall: float) -> tuple[Any, ...]:
+def frozen_message(m: Message, wall: float) -> tuple[Any, ...]:
+    """A message as a plain tuple (``wall``: see :func:`freeze`)."""
     expires = None if m.expires_at is None else m.expires_at + wall
     return (m.mountpoint, m.topic, m.payload, m.qos, m.retain, m.properties, expires)
 
@@ -173,21 +177,22 @@ def freeze(batch: Batch, wall: float) -> None:
     rows = batch.messages.rows
     for key, m in rows.items():
         if m is not None and type(m) is not tuple:
-            rows[key] = _frozen_message(m, wall)
+            rows[key] = frozen_message(m, wall)
     retained = batch.retained
     for key, m in retained.items():
         if m is not None and type(m) is not tuple:
-            retained[key] = _frozen_message(m, wall)
+            retained[key] = frozen_message(m, wall)
     sessions = batch.sessions.rows
     for key, row in sessions.items():
         if row is not None and row[7] is not None and type(row[7][0]) is not tuple:
             m, v5, expiry, due = row[7]
-            sessions[key] = (*row[:7], (_frozen_message(m, wall), v5, expiry, due))
+            sessions[key] = (*row[:7], (frozen_message(m, wall), v5, expiry, due))
 
 
-def merge(into: Batch, later: Batch) -> None:
-    """Fold ``later`` (frozen) into ``into``: ``into`` then holds both, net."""
-    for name in _TABLES:
+def merge(into: Batch, later: Batch, tables: tuple[str, ...] = _TABLES) -> None:
+    """Fold ``later`` (frozen) into ``into``: ``into`` then holds both, net (of ``tables``,
+    plus the retained messages and deleted sessions)."""
+    for name in tables:
         getattr(into, name).merge(getattr(later, name))
     into.retained.update(later.retained)
     into.deleted_sessions.extend(later.deleted_sessions)

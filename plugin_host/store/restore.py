@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from plugin_host.broker.message import Message
 from plugin_host.broker.session import Inflight, Session
 from plugin_host.broker.trie import SubOptions
-from plugin_host.store.persistence import _Rec
+from plugin_host.store.tracking import Record
 
 if TYPE_CHECKING:
     from plugin_host.broker.broker import Broker
@@ -64,7 +64,7 @@ def restore(store: Persistence, broker: Broker, snap: Snapshot) -> dict[str, int
         counts["retained"] += 1
     alive = snap.alive_at if snap.alive_at is not None else wall
     newest = {(row[1], row[2]): row[0] for row in snap.sessions}
-    sessions: dict[int, tuple[Session, _Rec]] = {}
+    sessions: dict[int, tuple[Session, Record]] = {}
     due_wills: list[tuple[Session, RestoredWill, str | None, bool, float]] = []
     for sid, mp, client_id, username, level, interval, expires, will in snap.sessions:
         store._next_session = max(store._next_session, sid + 1)
@@ -91,7 +91,7 @@ def restore(store: Persistence, broker: Broker, snap: Snapshot) -> dict[str, int
                 due_wills.append((*restored_will[:4], 0.0))
             continue
         broker.sessions[session.sid] = session
-        rec = _Rec(sid)
+        rec = Record(sid, session)
         store._recs[session] = rec
         sessions[sid] = (session, rec)
         if deadline is not None:
@@ -127,11 +127,17 @@ def restore(store: Persistence, broker: Broker, snap: Snapshot) -> dict[str, int
         )
         counts["subscriptions"] += 1
     used: Counter[int] = Counter()
+
+    def gone(key: tuple[int, int]) -> None:
+        # Deleted from the tables by the first fold (and journaled for a crash before it).
+        batch.deliveries.delete(key)
+        store._gone_rows.append(key)
+
     for s, seq, mid, qos, sub_ids, retain, pid, state in snap.deliveries:
         found = sessions.get(s)
         stored = messages.get(mid)
         if found is None or stored is None:
-            batch.deliveries.delete((s, seq))
+            gone((s, seq))
             continue
         message = stored
         session, rec = found
@@ -143,17 +149,18 @@ def restore(store: Persistence, broker: Broker, snap: Snapshot) -> dict[str, int
             entry.state = state
             session.inflight[pid] = entry
             session.next_pid = max(session.next_pid, pid % 0xFFFF + 1)
-            rec.inflight[pid] = (seq, id(message))
+            row = (s, seq, mid, qos, sub_ids, retain, pid, state)
+            rec.inflight[pid] = (seq, id(message), row, entry)
             counts["inflight"] += 1
         elif message.expired(mono):
-            batch.deliveries.delete((s, seq))
+            gone((s, seq))
             counts["messages_expired"] += 1
             continue
         else:
             if not session.queue:
                 session.queue = deque()
             session.queue.append((message, qos, sub_ids, retain))
-            rec.queue.append((seq, id(message)))
+            rec.queue.append((seq, id(message), (s, seq, mid, qos, sub_ids, retain, None, 0)))
             counts["queued"] += 1
         used[mid] += 1
     mid_of = {id(message): mid for mid, message in messages.items()}
@@ -162,8 +169,8 @@ def restore(store: Persistence, broker: Broker, snap: Snapshot) -> dict[str, int
         limit = session.max_offline
         while limit > 0 and len(session.queue) > limit:
             session.queue.popleft()
-            seq, key = rec.queue.popleft()
-            batch.deliveries.delete((rec.row, seq))
+            seq, key, _row = rec.queue.popleft()
+            gone((rec.row, seq))
             used[mid_of[key]] -= 1
             counts["queued"] -= 1
             counts["queue_dropped"] += 1
@@ -181,6 +188,10 @@ def restore(store: Persistence, broker: Broker, snap: Snapshot) -> dict[str, int
             store._msgs[id(message)] = [mid, used[mid], message]
         else:
             batch.messages.delete(mid)
+            store._gone_msgs.append(mid)
+    for _session, rec in sessions.values():
+        rec.fold_qtail = rec.qtail
+    store._fold_mid = store._next_message
     for session, will_obj, username, v5, delay in due_wills:
         broker.will_later(session, will_obj, username, session.client_id, v5, delay)
         counts["wills"] += 1

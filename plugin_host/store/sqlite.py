@@ -110,7 +110,7 @@ CREATE TABLE subscriptions (
     PRIMARY KEY (session, filter)
 ) WITHOUT ROWID;
 -- Queued messages (packet_id NULL) and messages in flight (sent, not acknowledged), in seq
--- order per session: a queued message that is sent keeps its row.
+-- order per session (a queued message that is sent becomes an in-flight row).
 CREATE TABLE deliveries (
     session INTEGER NOT NULL,
     seq INTEGER NOT NULL,

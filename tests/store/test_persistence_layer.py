@@ -33,7 +33,7 @@ async def test_a_crash_in_the_middle_of_a_fold_loses_nothing(tmp_path, monkeypat
         await store.flush()
         assert store._journal_upto > store._folded_upto  # all of it still in the journal
         # Fold only the first two parts, then "crash": the backend goes away mid-fold.
-        folding = store._folding
+        folding = store._fold_snapshot()  # (what the writer's next fold would write)
         parts = persistence_module.split(folding, 7)
         assert len(parts) > 3
         for part in parts[:2]:
