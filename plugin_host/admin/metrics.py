@@ -39,6 +39,8 @@ __all__ = [
     "reason_name",
     "render",
     "snapshot",
+    "store_families",
+    "store_figures",
 ]
 
 log = structlog.get_logger(__name__)
@@ -273,6 +275,59 @@ def broker_families(broker: Broker, info: ServerInfo | None = None) -> Iterator[
     yield _gauge("subscriptions", "Subscriptions (shared ones included).", state["subscriptions"])
     yield _gauge("retained_messages", "Retained messages stored.", state["retained"])
     yield _gauge("uptime_seconds", "Seconds since the broker started.", state["uptime"])
+    yield from store_families(broker)
+
+
+def store_figures(broker: Broker) -> dict[str, Any] | None:
+    """The message store's figures (``Persistence.figures()``), None without a store."""
+    figures = getattr(broker.store, "figures", None)
+    return figures() if callable(figures) else None
+
+
+def store_families(broker: Broker) -> Iterator[Metric]:
+    """The message store's commits, folds and size (nothing with ``persistence = off``)."""
+    f = store_figures(broker)
+    if f is None:
+        return
+    yield _counter(
+        "store_commits", "Journal commits (one transaction, one fsync each).", f["commits"]
+    )
+    yield _counter(
+        "store_changes",
+        "State changes made durable (queued, sent, acknowledged ...).",
+        f["changes"],
+    )
+    yield _counter("store_rows_journaled", "Rows written to the journal.", f["rows_journaled"])
+    yield _counter("store_journal_bytes", "Bytes of journal records written.", f["journal_bytes"])
+    commit = SummaryMetricFamily(
+        PREFIX + "store_commit_seconds",
+        "Time from a batch being cut to its commit (sum / count = average commit time).",
+    )
+    commit.add_metric([], f["commits"], f["commit_seconds"])
+    yield commit
+    batches = _counter(
+        "store_commit_batches",
+        "Commits by number of changes they made durable (group commit sizes).",
+        labels=("changes",),
+    )
+    for size in ("1", "2-9", "10-99", "100-999", "1000+"):
+        batches.add_metric([size], f["batch_sizes"].get(size, 0))
+    yield batches
+    yield _gauge("store_max_batch_changes", "Most changes in one commit so far.", f["max_batch"])
+    yield _counter("store_folds", "Folds of the journal into the tables.", f["folds"])
+    yield _counter("store_rows_folded", "Rows written or deleted by folds.", f["rows_folded"])
+    yield _counter(
+        "store_fold_seconds", "Time spent folding (snapshot and transactions).", f["fold_seconds"]
+    )
+    yield _counter(
+        "store_write_failures", "Failed commits or folds (retried every second).", f["failures"]
+    )
+    yield _gauge(
+        "store_pending_changes",
+        "State changes not on disk yet (their acknowledgements wait).",
+        f["pending_changes"],
+    )
+    yield _gauge("store_size_bytes", "Size of the store on disk (file and WAL).", f["size_bytes"])
 
 
 def session_state(broker: Broker) -> dict[str, Any]:
@@ -364,4 +419,18 @@ def snapshot(broker: Broker) -> dict[str, Any]:
         "messages_dropped": dropped,
         "bytes_received": c.bytes_received,
         "bytes_sent": c.bytes_sent,
+        **_store_snapshot(broker),
+    }
+
+
+def _store_snapshot(broker: Broker) -> dict[str, Any]:
+    """``store_*`` keys of :func:`snapshot` (none with ``persistence = off``)."""
+    f = store_figures(broker)
+    if f is None:
+        return {}
+    return {
+        "store_commits": f["commits"],
+        "store_changes": f["changes"],
+        "store_pending": f["pending_changes"],
+        "store_size": f["size_bytes"],
     }

@@ -24,6 +24,10 @@ Topics (``TOPICS`` maps each to its counter; see ``docs/metrics.md``)::
     $SYS/<node>/messages/inflight           QoS 1/2 messages not yet acknowledged
     $SYS/<node>/bytes/received              bytes read from clients
     $SYS/<node>/bytes/sent                  bytes written to clients
+    $SYS/<node>/store/commits               message store commits (persistence on)
+    $SYS/<node>/store/changes               state changes made durable
+    $SYS/<node>/store/pending               state changes not on disk yet
+    $SYS/<node>/store/size                  bytes the store takes on disk
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from plugin_host.admin.metrics import snapshot
 if TYPE_CHECKING:
     from plugin_host.broker.broker import Broker
 
-__all__ = ["TOPICS", "SysTree"]
+__all__ = ["STORE_TOPICS", "TOPICS", "SysTree"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +65,14 @@ TOPICS: dict[str, str] = {
     "messages/inflight": "inflight",
     "bytes/received": "bytes_received",
     "bytes/sent": "bytes_sent",
+}
+
+#: The same for the message store's figures, published only with ``persistence = on``.
+STORE_TOPICS: dict[str, str] = {
+    "store/commits": "store_commits",
+    "store/changes": "store_changes",
+    "store/pending": "store_pending",
+    "store/size": "store_size",
 }
 
 
@@ -97,4 +109,7 @@ class SysTree:
         await publish(prefix + "version", plugin_host.__version__.encode())
         for topic, key in TOPICS.items():
             await publish(prefix + topic, str(values[key]).encode())
+        if "store_commits" in values:
+            for topic, key in STORE_TOPICS.items():
+                await publish(prefix + topic, str(values[key]).encode())
         self.rounds += 1

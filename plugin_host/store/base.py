@@ -314,5 +314,8 @@ class StoreBackend(Protocol):
     def maintain(self) -> dict[str, int]:
         """Periodic upkeep (reclaim free space, note that the broker is alive); figures."""
 
+    def size(self) -> int:
+        """Bytes the store takes on disk now (cheap: for metrics)."""
+
     def close(self) -> None:
         """Flush and close."""

@@ -62,13 +62,15 @@ CLOSE_TIMEOUT = 30.0
 
 
 class StoreStats:
-    """Commit figures (logged at shutdown; the benchmark reads them from the log)."""
+    """Commit and fold figures (``/metrics``, ``$SYS``, and logged at shutdown: the benchmark
+    reads them from the log)."""
 
     __slots__ = (
         "changes",
         "commit_seconds",
         "commits",
         "failures",
+        "fold_seconds",
         "folded_rows",
         "folds",
         "journal_bytes",
@@ -80,6 +82,7 @@ class StoreStats:
     def __init__(self) -> None:
         self.folds = 0
         self.folded_rows = 0
+        self.fold_seconds = 0.0
         self.journal_bytes = 0
         self.commits = 0
         self.changes = 0
@@ -108,6 +111,8 @@ class StoreStats:
             "journal_bytes": self.journal_bytes,
             "folds": self.folds,
             "rows_folded": self.folded_rows,
+            "fold_seconds": round(self.fold_seconds, 6),
+            "commit_seconds": round(self.commit_seconds, 6),
             "mean_batch": round(self.changes / self.commits, 1) if self.commits else 0,
             "max_batch": self.max_batch,
             "commit_ms_mean": round(1000 * self.commit_seconds / self.commits, 3)
@@ -152,6 +157,17 @@ class Persistence(Tracker):
         self._parts: deque[Batch] = deque()  # a fold in progress: the parts not written yet
         self._fold_lock = trio.Lock()
         self._parts_upto = 0
+
+    def figures(self) -> dict[str, Any]:
+        """:attr:`stats` with the store's size on disk (``size_bytes``) and the changes not on
+        disk yet (``pending_changes``): what ``/metrics`` and ``$SYS`` show."""
+        figures = self.stats.as_dict()
+        try:
+            figures["size_bytes"] = self.backend.size()
+        except Exception:  # (a store being closed, a backend without files)
+            figures["size_bytes"] = 0
+        figures["pending_changes"] = self.seq - self.durable
+        return figures
 
     # ------------------------------------------------------------------------------ durability
 
@@ -284,20 +300,24 @@ class Persistence(Tracker):
         if not self._parts:
             if not await self._settled():
                 return
+            t0 = time.perf_counter()
             folding = self._fold_snapshot()
             self._parts = deque(split(folding, FOLD_PART))
             self._parts_upto = self._journal_upto
             self._folded_at = trio.current_time()
             self.stats.folds += 1
             self.stats.folded_rows += folding.rows_written()
+            self.stats.fold_seconds += time.perf_counter() - t0
         parts = self._parts
         while parts:
             last = len(parts) == 1
             # In the worker thread: a part can be thousands of rows, and deleting old rows
             # may have to read pages from the disk (the journal append stays on the loop).
+            t0 = time.perf_counter()
             await self._transaction(
                 self.backend.fold, parts[0], self._parts_upto if last else None, in_thread=True
             )
+            self.stats.fold_seconds += time.perf_counter() - t0
             parts.popleft()
             if last:
                 self._folded_upto = self._parts_upto

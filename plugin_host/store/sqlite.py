@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -532,6 +533,14 @@ class SQLiteBackend:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         return {"free_pages": free, "reclaimed_pages": reclaimed, "pages": pages}
+
+    def size(self) -> int:
+        """Bytes of the store file and its WAL (two ``stat`` calls)."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
 
     def close(self) -> None:
         conn = self.conn
