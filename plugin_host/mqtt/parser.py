@@ -60,6 +60,8 @@ PAYLOAD_FORMAT_INVALID = 0x99
 
 #: A body decoder: (data, body start, body end, first byte, server_side) -> packet.
 Decoder = Callable[[bytes, int, int, int, bool], Packet]
+#: A decoder for both protocol families: its last argument says MQTT 5.
+_VersionedDecoder = Callable[[bytes, int, int, int, bool, bool], Packet]
 
 _P = PacketType
 _PUBLISH = int(PacketType.PUBLISH)  # plain int: cheaper than an enum attribute on the hot path
@@ -89,6 +91,18 @@ def _check_payload_utf8(payload: bytes, ptype: PacketType) -> None:
         raise _err(
             PAYLOAD_FORMAT_INVALID, "payload_format_indicator is 1 but payload is not UTF-8", ptype
         ) from None
+
+
+def _per_version(decode: _VersionedDecoder) -> tuple[Decoder, Decoder]:
+    """The MQTT 3.x and the MQTT 5 decoder of a packet that one function parses for both."""
+
+    def v3(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
+        return decode(data, pos, end, b1, server, False)
+
+    def v5(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
+        return decode(data, pos, end, b1, server, True)
+
+    return v3, v5
 
 
 def _packet_id(data: bytes, pos: int, ptype: PacketType) -> int:
@@ -304,12 +318,7 @@ def _connack(data: bytes, pos: int, end: int, b1: int, server: bool, v5: bool) -
     return Connack(flags == 1, rc, props)
 
 
-def _connack_v3(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
-    return _connack(data, pos, end, b1, server, False)
-
-
-def _connack_v5(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
-    return _connack(data, pos, end, b1, server, True)
+_connack_v3, _connack_v5 = _per_version(_connack)
 
 
 # ---------------------------------------------------------------------- SUBSCRIBE / UNSUBSCRIBE
@@ -350,12 +359,7 @@ def _subscribe(data: bytes, pos: int, end: int, b1: int, server: bool, v5: bool)
     return Subscribe(pid, subs, props)
 
 
-def _subscribe_v3(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
-    return _subscribe(data, pos, end, b1, server, False)
-
-
-def _subscribe_v5(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
-    return _subscribe(data, pos, end, b1, server, True)
+_subscribe_v3, _subscribe_v5 = _per_version(_subscribe)
 
 
 def _unsubscribe(data: bytes, pos: int, end: int, b1: int, server: bool, v5: bool) -> Packet:
@@ -375,12 +379,7 @@ def _unsubscribe(data: bytes, pos: int, end: int, b1: int, server: bool, v5: boo
     return Unsubscribe(pid, filters, props)
 
 
-def _unsubscribe_v3(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
-    return _unsubscribe(data, pos, end, b1, server, False)
-
-
-def _unsubscribe_v5(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
-    return _unsubscribe(data, pos, end, b1, server, True)
+_unsubscribe_v3, _unsubscribe_v5 = _per_version(_unsubscribe)
 
 
 def _suback(data: bytes, pos: int, end: int, b1: int, server: bool, v5: bool) -> Packet:
@@ -402,12 +401,7 @@ def _suback(data: bytes, pos: int, end: int, b1: int, server: bool, v5: bool) ->
     return Suback(pid, codes, props)
 
 
-def _suback_v3(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
-    return _suback(data, pos, end, b1, server, False)
-
-
-def _suback_v5(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
-    return _suback(data, pos, end, b1, server, True)
+_suback_v3, _suback_v5 = _per_version(_suback)
 
 
 def _unsuback_v3(data: bytes, pos: int, end: int, b1: int, server: bool) -> Packet:
