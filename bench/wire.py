@@ -160,9 +160,9 @@ class FixedRecords:
     """Counts fixed-size packets in a byte stream, checking the type byte at every boundary.
 
     ``allowed_first`` is the set of acceptable first bytes (e.g. PUBLISH QoS 0 ``{0x30}``).
-    ``feed(data)`` returns the number of records completed by ``data``; with ``packet_id_at``
-    it instead returns the PUBACKs to send for them (QoS 1 subscribers), built with C-level
-    slicing so the per-message cost stays far below the broker's.
+    ``feed(data)`` returns the number of records completed by ``data``; ``feed_acks(data)``
+    (with ``packet_id_at``) returns the PUBACKs to send for them instead (QoS 1 subscribers),
+    built with C-level slicing so the per-message cost stays far below the broker's.
     """
 
     __slots__ = ("_allowed_delete", "_allowed_first", "_buf", "count", "pid_offset", "size")
@@ -182,8 +182,9 @@ class FixedRecords:
                 f"starting with {self._allowed_first.hex()} was expected"
             )
 
-    def feed(self, data: bytes) -> int:
-        """Count records completed by ``data`` (no acks)."""
+    def _records(self, data: bytes) -> tuple[bytes, int, int]:
+        """Join ``data`` to the buffered bytes, check and count the records completed, keep
+        the rest: (the joined bytes, how many records, where they end)."""
         if self._buf:
             data = self._buf + data
         size = self.size
@@ -192,20 +193,18 @@ class FixedRecords:
         self._check(data[0:end:size])
         self._buf = data[end:] if rest else b""
         self.count += n
-        return n
+        return data, n, end
+
+    def feed(self, data: bytes) -> int:
+        """Count records completed by ``data`` (no acks)."""
+        return self._records(data)[1]
 
     def feed_acks(self, data: bytes) -> bytes:
         """Count records completed by ``data`` and return one PUBACK per record."""
-        if self._buf:
-            data = self._buf + data
-        size = self.size
-        n, rest = divmod(len(data), size)
-        end = n * size
-        self._check(data[0:end:size])
-        self._buf = data[end:] if rest else b""
-        self.count += n
+        data, n, end = self._records(data)
         if not n:
             return b""
+        size = self.size
         off = self.pid_offset
         assert off is not None
         acks = bytearray(4 * n)
