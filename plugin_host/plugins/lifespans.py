@@ -127,6 +127,14 @@ class _NamedLifespan:
         return bool(suppress)
 
 
+def _failed_to_start(plugin: str, source: str, exc: Exception) -> PluginLoadError:
+    return PluginLoadError(
+        f"plugin {plugin!r} ({source}) failed to start: {type(exc).__name__}: {exc}",
+        plugin=plugin,
+        source=source,
+    )
+
+
 async def enter_lifespan(
     stack: AsyncExitStack,
     plugin: str,
@@ -148,11 +156,7 @@ async def enter_lifespan(
     except ConfigError:
         raise  # already says file, line and key (``section.error(...)``)
     except Exception as exc:
-        raise PluginLoadError(
-            f"plugin {plugin!r} ({source}) failed to start: {type(exc).__name__}: {exc}",
-            plugin=plugin,
-            source=source,
-        ) from exc
+        raise _failed_to_start(plugin, source, exc) from exc
     if cm is None:
         return False
     if inspect.iscoroutine(cm) or not (hasattr(cm, "__aenter__") and hasattr(cm, "__aexit__")):
@@ -170,10 +174,6 @@ async def enter_lifespan(
     except ConfigError:
         raise  # already says file, line and key (``section.error(...)``)
     except Exception as exc:
-        raise PluginLoadError(
-            f"plugin {plugin!r} ({source}) failed to start: {type(exc).__name__}: {exc}",
-            plugin=plugin,
-            source=source,
-        ) from exc
+        raise _failed_to_start(plugin, source, exc) from exc
     log.info("plugin_started", plugin=plugin)
     return True

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-import trio
 
 from plugin_host.hooks.markers import hookimpl
 from plugin_host.mqtt.errors import MQTTError
@@ -237,24 +236,13 @@ class AclPlugin:
             yield
             return
         watched = WatchedFile(Path(path), parse_acl, self._set_rules, host.log, what="acl_file")
-        try:
-            await watched.load()
-        except FileFormatError as exc:
-            raise config.error("acl_file", str(exc)) from None
-        except OSError as exc:
-            raise config.error("acl_file", f"cannot read {path}: {exc.strerror}") from None
+        await watched.load_setting(config, "acl_file")
         self.file = watched
         host.hooks_changed()
         host.log.info("acl_loaded", path=str(path), users=len(self.rules.users))
-        interval = float(config.get("acl_reload_interval", 10) or 0)
         try:
-            async with trio.open_nursery() as nursery:
-                if interval > 0:
-                    nursery.start_soon(watched.watch, interval)
-                try:
-                    yield
-                finally:
-                    nursery.cancel_scope.cancel()
+            async with watched.watching(float(config.get("acl_reload_interval", 10) or 0)):
+                yield
         finally:
             self.file = None
             host.hooks_changed()

@@ -160,25 +160,14 @@ class PasswdPlugin:
         watched = WatchedFile(
             Path(path), parse_password_file, self._set_users, host.log, what="password_file"
         )
-        try:
-            await watched.load()
-        except FileFormatError as exc:
-            raise config.error("password_file", str(exc)) from None
-        except OSError as exc:
-            raise config.error("password_file", f"cannot read {path}: {exc.strerror}") from None
+        await watched.load_setting(config, "password_file")
         self._limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
         self.file = watched
         host.hooks_changed()
         host.log.info("passwd_loaded", path=str(path), users=len(self.users))
-        interval = float(config.get("password_reload_interval", 10) or 0)
         try:
-            async with trio.open_nursery() as nursery:
-                if interval > 0:
-                    nursery.start_soon(watched.watch, interval)
-                try:
-                    yield
-                finally:
-                    nursery.cancel_scope.cancel()
+            async with watched.watching(float(config.get("password_reload_interval", 10) or 0)):
+                yield
         finally:
             self.file = None
             host.hooks_changed()

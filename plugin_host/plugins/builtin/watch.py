@@ -9,11 +9,14 @@ previous content stays in force. File access runs in a worker thread.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import trio
+
+from plugin_host.settings import PluginSection
 
 T = TypeVar("T")
 
@@ -71,6 +74,28 @@ class WatchedFile(Generic[T]):
         signature, value = await trio.to_thread.run_sync(self._read)
         self._signature = signature
         self._on_load(value)
+
+    async def load_setting(self, config: PluginSection, key: str) -> None:
+        """:meth:`load` at start-up: a file that cannot be read or parsed is a config error of
+        the plugin's ``key`` (the setting that names the file)."""
+        try:
+            await self.load()
+        except FileFormatError as exc:
+            raise config.error(key, str(exc)) from None
+        except OSError as exc:
+            raise config.error(key, f"cannot read {self.path}: {exc.strerror}") from None
+
+    @asynccontextmanager
+    async def watching(self, interval: float) -> AsyncIterator[None]:
+        """Keep the content current while the block runs: poll every ``interval`` seconds
+        (0 or less: never) in a nursery of its own, cancelled when the block ends."""
+        async with trio.open_nursery() as nursery:
+            if interval > 0:
+                nursery.start_soon(self.watch, interval)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
 
     async def _reload_if_changed(self) -> None:
         try:
