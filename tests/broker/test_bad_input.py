@@ -58,13 +58,13 @@ async def test_malformed_packet_v311_just_closes(mqtt_broker):
         await good.publish("x", b"1", qos=1)
 
 
-async def test_malformed_connect(mqtt_broker):
+async def test_malformed_connect(mqtt_broker, read_until_closed):
     stream = await trio.open_tcp_stream(*mqtt_broker.address)
     async with stream:
         # v5 CONNECT with a property not allowed in CONNECT (topic alias, id 35).
         body = b"\x00\x04MQTT\x05\x02\x00\x3c\x03\x23\x00\x01\x00\x01c"
         await stream.send_all(bytes((0x10, len(body))) + body)
-        data = await _read_all(stream)
+        data = await read_until_closed(stream)
     assert data[:1] == b"\x20" and data[3] == 0x81  # CONNACK malformed packet
 
 
@@ -79,7 +79,7 @@ async def test_shared_subscription_with_no_local_is_a_protocol_error(mqtt_broker
         assert c.server_disconnect.reason_code == 0x82
 
 
-async def test_garbage_from_many_sockets_leaves_broker_healthy(mqtt_broker):
+async def test_garbage_from_many_sockets_leaves_broker_healthy(mqtt_broker, read_until_closed):
     rng = random.Random(1234)
     async with open_client(mqtt_broker.address, client_id="good", protocol=5) as good:
         await good.subscribe("t", qos=1)
@@ -92,7 +92,7 @@ async def test_garbage_from_many_sockets_leaves_broker_healthy(mqtt_broker):
                     await stream.send_all(
                         bytes(r.randrange(256) for _ in range(r.randrange(1, 300)))
                     )
-                    await _read_all(stream)
+                    await read_until_closed(stream)
                 except trio.BrokenResourceError:
                     pass
 
@@ -178,16 +178,3 @@ async def test_slow_reader_qos1_stays_queued_in_session():
             assert len(session.queue) <= 50
             assert len(stuck.out) <= limit + len(payload) + 64
             assert broker.broker.counters.dropped.get("buffer_full", 0) == 0
-
-
-async def _read_all(stream: trio.SocketStream) -> bytes:
-    data = b""
-    with trio.fail_after(10):
-        while True:
-            try:
-                chunk = await stream.receive_some(4096)
-            except trio.BrokenResourceError:
-                return data
-            if not chunk:
-                return data
-            data += chunk

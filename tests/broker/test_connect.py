@@ -73,13 +73,13 @@ async def test_allowed_protocol_versions(protocol, code):
             pass
 
 
-async def test_unknown_protocol_level_gets_connack_1(mqtt_broker):
+async def test_unknown_protocol_level_gets_connack_1(mqtt_broker, read_until_closed):
     stream = await trio.open_tcp_stream(*mqtt_broker.address)
     async with stream:
         # CONNECT "MQTT" level 6.
         body = b"\x00\x04MQTT\x06\x02\x00\x3c\x00\x01c"
         await stream.send_all(bytes((0x10, len(body))) + body)
-        data = await _read_until_closed(stream)
+        data = await read_until_closed(stream)
     assert data == b"\x20\x02\x00\x01"
 
 
@@ -98,19 +98,19 @@ async def test_second_connect_v311_closes(mqtt_broker):
         assert c.server_disconnect is None
 
 
-async def test_first_packet_must_be_connect(mqtt_broker):
+async def test_first_packet_must_be_connect(mqtt_broker, read_until_closed):
     stream = await trio.open_tcp_stream(*mqtt_broker.address)
     async with stream:
         await stream.send_all(b"\xc0\x00")  # PINGREQ
-        assert await _read_until_closed(stream) == b""
+        assert await read_until_closed(stream) == b""
 
 
-async def test_connect_timeout():
+async def test_connect_timeout(read_until_closed):
     async with run_broker(mqtt_connect_timeout=0.3) as broker:
         stream = await trio.open_tcp_stream(*broker.address)
         async with stream:
             with trio.fail_after(5):
-                assert await _read_until_closed(stream) == b""
+                assert await read_until_closed(stream) == b""
 
 
 @pytest.mark.parametrize("protocol", [4, 5])
@@ -257,7 +257,7 @@ async def test_graceful_shutdown_sends_0x8b():
         assert v3.server_disconnect is None
 
 
-async def test_raw_connect_bytes_for_v31(mqtt_broker):
+async def test_raw_connect_bytes_for_v31(mqtt_broker, read_until_closed):
     stream = await trio.open_tcp_stream(*mqtt_broker.address)
     async with stream:
         await stream.send_all(
@@ -266,21 +266,8 @@ async def test_raw_connect_bytes_for_v31(mqtt_broker):
         data = await stream.receive_some(4)
         assert data == b"\x20\x02\x00\x00"
         await stream.send_all(encode(Disconnect(), 3))
-        assert await _read_until_closed(stream) == b""
+        assert await read_until_closed(stream) == b""
     assert isinstance(Connack(), Connack)
-
-
-async def _read_until_closed(stream: trio.SocketStream) -> bytes:
-    data = b""
-    with trio.fail_after(10):
-        while True:
-            try:
-                chunk = await stream.receive_some(4096)
-            except trio.BrokenResourceError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
 
 
 async def test_max_connection_lifetime():

@@ -9,6 +9,8 @@ Plugins here are small in-test Python objects registered through ``run_broker(pl
 
 from __future__ import annotations
 
+from typing import Any
+
 import paho.mqtt.client as mqtt
 import pytest
 import trio
@@ -16,173 +18,21 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from plugin_host import Deny, hookimpl
+from plugin_host.hooks.forward import forward_hooks
+from plugin_host.hooks.specs import CHAIN_HOOKS
 from plugin_host.mqtt import Auth, Connack, Puback, Pubrec, Subscription, Will
 from plugin_host.settings import ListenerConfig
 from plugin_host.testing import ConnectionRefused, HookRecorder, open_client, run_broker
 
 
+@forward_hooks(CHAIN_HOOKS - {"on_auth_m5"}, to="_decide", awaits=False)
 class AuthAll(HookRecorder):
-    """Allows everything and records every chain hook call too."""
+    """Allows everything and records every chain hook call too (on_deliver* and
+    on_unsubscribe* say next: unchanged)."""
 
-    @hookimpl
-    def auth_on_register(
-        self,
-        peer_addr,
-        peer_port,
-        mountpoint,
-        client_id,
-        username,
-        password,
-        clean_session,
-        listener_addr,
-        listener_port,
-        listener_type,
-        client_cert,
-    ):
-        self.record(
-            "auth_on_register",
-            peer_addr=peer_addr,
-            peer_port=peer_port,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            username=username,
-            password=password,
-            clean_session=clean_session,
-            listener_addr=listener_addr,
-            listener_port=listener_port,
-            listener_type=listener_type,
-            client_cert=client_cert,
-        )
-        return True
-
-    @hookimpl
-    def auth_on_register_m5(
-        self,
-        peer_addr,
-        peer_port,
-        mountpoint,
-        client_id,
-        username,
-        password,
-        clean_start,
-        properties,
-    ):
-        self.record(
-            "auth_on_register_m5",
-            peer_addr=peer_addr,
-            peer_port=peer_port,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            username=username,
-            password=password,
-            clean_start=clean_start,
-            properties=properties,
-        )
-        return True
-
-    @hookimpl
-    def auth_on_publish(self, username, mountpoint, client_id, qos, topic, payload, retain):
-        self.record(
-            "auth_on_publish",
-            username=username,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            qos=qos,
-            topic=topic,
-            payload=payload,
-            retain=retain,
-        )
-        return True
-
-    @hookimpl
-    def auth_on_publish_m5(
-        self, username, mountpoint, client_id, qos, topic, payload, retain, properties
-    ):
-        self.record(
-            "auth_on_publish_m5",
-            username=username,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            qos=qos,
-            topic=topic,
-            payload=payload,
-            retain=retain,
-            properties=properties,
-        )
-        return True
-
-    @hookimpl
-    def auth_on_subscribe(self, username, mountpoint, client_id, topics):
-        self.record(
-            "auth_on_subscribe",
-            username=username,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            topics=topics,
-        )
-        return True
-
-    @hookimpl
-    def auth_on_subscribe_m5(self, username, mountpoint, client_id, topics, properties):
-        self.record(
-            "auth_on_subscribe_m5",
-            username=username,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            topics=topics,
-            properties=properties,
-        )
-        return True
-
-    @hookimpl
-    def on_unsubscribe(self, username, mountpoint, client_id, topics):
-        self.record(
-            "on_unsubscribe",
-            username=username,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            topics=topics,
-        )
-
-    @hookimpl
-    def on_unsubscribe_m5(self, username, mountpoint, client_id, topics, properties):
-        self.record(
-            "on_unsubscribe_m5",
-            username=username,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            topics=topics,
-            properties=properties,
-        )
-
-    @hookimpl
-    def on_deliver(self, username, mountpoint, client_id, qos, topic, payload, retain):
-        self.record(
-            "on_deliver",
-            username=username,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            qos=qos,
-            topic=topic,
-            payload=payload,
-            retain=retain,
-        )
-
-    @hookimpl
-    def on_deliver_m5(
-        self, username, mountpoint, client_id, qos, topic, payload, retain, properties
-    ):
-        self.record(
-            "on_deliver_m5",
-            username=username,
-            mountpoint=mountpoint,
-            client_id=client_id,
-            qos=qos,
-            topic=topic,
-            payload=payload,
-            retain=retain,
-            properties=properties,
-        )
+    def _decide(self, hook: str, args: dict[str, Any]) -> bool | None:
+        self.record(hook, **args)
+        return True if hook.startswith("auth_on_") else None
 
 
 def _names(recorder: HookRecorder) -> list[str]:

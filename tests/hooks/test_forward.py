@@ -15,15 +15,8 @@ from plugin_host.hooks.forward import forward_hooks, forwarding_hookimpl
 from plugin_host.hooks.markers import PROJECT
 from plugin_host.hooks.specs import CHAIN_HOOKS, HOOK_ARGS, NOTIFY_HOOKS
 
-PUBLISH = {
-    "username": "u",
-    "mountpoint": "",
-    "client_id": "c1",
-    "qos": 1,
-    "topic": "a/b",
-    "payload": b"hello",
-    "retain": False,
-}
+#: auth_on_publish arguments (any values: the plugin only records them).
+PUBLISH = {name: f"<{name}>" for name in HOOK_ARGS["auth_on_publish"]}
 
 
 @forward_hooks(CHAIN_HOOKS, to="_chain")

@@ -32,7 +32,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from plugin_host import hookimpl
+from plugin_host.hooks.forward import forward_hooks
 from plugin_host.mqtt import Parser
 from plugin_host.settings import ListenerConfig
 
@@ -130,53 +130,24 @@ def pki(tmp_path: Path) -> PKI:
 # An auth plugin recording what auth_on_register sees
 
 
+@forward_hooks(("auth_on_register", "auth_on_register_m5"), to="_record", awaits=False)
 class RegisterRecorder:
-    """Records auth_on_register(_m5) arguments; allows everyone (or denies ``deny`` names)."""
+    """Records auth_on_register(_m5) arguments (``v5`` says which); allows everyone."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.event = trio.Event()
 
-    def _record(self, args: dict[str, Any]) -> bool:
-        self.calls.append(args)
+    def _record(self, hook: str, args: dict[str, Any]) -> bool:
+        self.calls.append({**args, "v5": hook == "auth_on_register_m5"})
         self.event.set()
         return True
 
-    @hookimpl
-    def auth_on_register(
-        self,
-        peer_addr: str,
-        peer_port: int,
-        username: str | None,
-        password: bytes | None,
-        client_id: str,
-        listener_addr: str | None,
-        listener_port: int | None,
-        listener_type: str | None,
-        client_cert: bytes | None,
-    ) -> bool:
-        return self._record(dict(locals(), v5=False))
-
-    @hookimpl
-    def auth_on_register_m5(
-        self,
-        peer_addr: str,
-        peer_port: int,
-        username: str | None,
-        password: bytes | None,
-        client_id: str,
-        listener_addr: str | None,
-        listener_port: int | None,
-        listener_type: str | None,
-        client_cert: bytes | None,
-    ) -> bool:
-        return self._record(dict(locals(), v5=True))
-
     def last(self, client_id: str) -> dict[str, Any]:
-        """The arguments of the last register call of ``client_id`` (without ``self``)."""
+        """The arguments of the last register call of ``client_id``."""
         for call in reversed(self.calls):
             if call["client_id"] == client_id:
-                return {k: v for k, v in call.items() if k != "self"}
+                return call
         raise AssertionError(f"auth_on_register not called for {client_id}: {self.calls}")
 
 
