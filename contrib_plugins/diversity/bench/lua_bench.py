@@ -110,11 +110,39 @@ def _https_service(delay: float):
     return setup
 
 
+#: The same trivial hook in Python, reading every argument as the Lua hook's table does: the
+#: broker then builds the hook's argument dict per message too (``plugin-host+pyhook`` reads
+#: none), so this is the floor of any hook that looks at the message.
+PYHOOK_ARGS = '''\
+"""A trivial auth_on_publish hook that takes every argument (as the Lua hook's table does)."""
+
+from plugin_host import hookimpl
+
+
+@hookimpl
+def auth_on_publish(username, mountpoint, client_id, qos, topic, payload, retain):
+    return True
+'''
+
 LUA_CONF = brokers.PLUGIN_HOST_CONF + "diversity.script_dir = ${workdir}/lua\n"
 AUTH_CONF = LUA_CONF.replace("allow_anonymous = on", "allow_anonymous = off")
 
 brokers.VARIANTS.extend(
     [
+        brokers.Variant(
+            name="plugin-host+pyhook-args",
+            family="plugin-host",
+            command=lambda ctx: brokers._plugin_host_command(
+                ctx, "--plugins-dir", str(ctx.workdir / "plugins")
+            ),
+            config_name="plugin-host.conf",
+            config_text=brokers.PLUGIN_HOST_CONF,
+            files={"plugins/bench_auth_args.py": PYHOOK_ARGS},
+            ratio_to=("plugin-host",),
+            default=False,
+            description="plugin-host with a trivial Python auth_on_publish hook taking every "
+            "argument",
+        ),
         brokers.Variant(
             name="plugin-host+lua",
             family="plugin-host",

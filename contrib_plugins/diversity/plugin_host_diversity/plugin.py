@@ -34,6 +34,7 @@ from plugin_host_diversity import translate
 from plugin_host_diversity.auth_cache import AuthCache
 from plugin_host_diversity.config import DiversityConfig, ScriptSource, parse, schema
 from plugin_host_diversity.convert import ConversionError
+from plugin_host_diversity.direct import direct_caller, direct_state
 from plugin_host_diversity.kv import KVStore
 from plugin_host_diversity.lua_http import LuaHTTP
 from plugin_host_diversity.obf import Obfuscator
@@ -95,6 +96,9 @@ class DiversityPlugin:
         self._running: _Running | None = None
         self._cache: AuthCache | None = None
         self._active: frozenset[str] = frozenset()
+        #: hook -> its direct caller (see plugin_host_diversity.direct), for the hooks that
+        #: one script answers from one state. Rebuilt with every new set of scripts.
+        self._direct: dict[str, Callable[..., Any]] = {}
 
     # ------------------------------------------------------------------------------------
     # Plugin lifecycle hooks
@@ -203,7 +207,7 @@ class DiversityPlugin:
                     raise body_error from None
                 raise
         finally:
-            self._scripts, self._active = _EMPTY, frozenset()
+            self._scripts, self._active, self._direct = _EMPTY, frozenset(), {}
             self._running, self._cache = None, None
             await services.wait_for_threads()
             await http.aclose()
@@ -216,7 +220,7 @@ class DiversityPlugin:
         )
 
     def _set_scripts(self, scripts: ScriptSet, *, notify: bool = True) -> None:
-        self._scripts = scripts
+        self._scripts, self._direct = scripts, self._direct_callers(scripts)
         active = scripts.hooks
         if self._cache is not None and self._cache.used:
             active = active | translate.CACHE_HOOKS
@@ -224,6 +228,32 @@ class DiversityPlugin:
         self._active = active
         if changed and notify:
             self._hooks_changed()
+
+    def _direct_callers(self, scripts: ScriptSet) -> dict[str, Callable[..., Any]]:
+        running = self._running
+        if running is None:
+            return {}
+        callers: dict[str, Callable[..., Any]] = {}
+        for hook, defining in scripts.by_hook.items():
+            if len(defining) != 1 or direct_state(defining[0], hook) is None:
+                continue
+            script = defining[0]
+            chain = hook in translate.CHAIN_HOOKS
+            if chain:
+                on_failure = partial(self._direct_failed, running, script, hook)
+                on_pending = partial(self._direct_chain_pending, running, script, hook)
+            else:
+                on_failure = partial(self._direct_notify_failed, script, hook)
+                on_pending = partial(self._direct_notify_pending, script, hook)
+            callers[hook] = direct_caller(
+                hook,
+                script,
+                chain=chain,
+                obfuscate=running.services.obf.encrypt,
+                on_failure=on_failure,
+                on_pending=on_pending,
+            )
+        return callers
 
     def _hooks_changed(self) -> None:
         host = self._running.host if self._running is not None else None
@@ -319,6 +349,9 @@ class DiversityPlugin:
     # hookimpl returns a Later, which the host awaits under hook_timeout like an async hook.
 
     def _chain(self, hook: str, values: Sequence[Any]) -> Any:
+        direct = self._direct.get(hook)
+        if direct is not None:
+            return direct(*values)
         scripts = self._scripts.by_hook.get(hook)
         running = self._running
         if not scripts or running is None:
@@ -341,7 +374,7 @@ class DiversityPlugin:
         self,
         running: _Running,
         hook: str,
-        args: list[Any],
+        args: Sequence[Any],
         scripts: tuple[Script, ...],
         index: int,
     ) -> Any:
@@ -365,7 +398,7 @@ class DiversityPlugin:
         self,
         running: _Running,
         hook: str,
-        args: list[Any],
+        args: Sequence[Any],
         scripts: tuple[Script, ...],
         position: int,
         pending: Later,
@@ -385,6 +418,9 @@ class DiversityPlugin:
         return rest
 
     def _notify(self, hook: str, values: Sequence[Any]) -> Any:
+        direct = self._direct.get(hook)
+        if direct is not None:
+            return direct(*values)
         scripts = self._scripts.by_hook.get(hook)
         running = self._running
         if not scripts or running is None:
@@ -393,7 +429,7 @@ class DiversityPlugin:
         return self._notify_from(hook, args, scripts, 0)
 
     def _notify_from(
-        self, hook: str, args: list[Any], scripts: tuple[Script, ...], index: int
+        self, hook: str, args: Sequence[Any], scripts: tuple[Script, ...], index: int
     ) -> Any:
         for position in range(index, len(scripts)):
             try:
@@ -406,7 +442,12 @@ class DiversityPlugin:
         return None
 
     async def _notify_wait(
-        self, hook: str, args: list[Any], scripts: tuple[Script, ...], position: int, pending: Later
+        self,
+        hook: str,
+        args: Sequence[Any],
+        scripts: tuple[Script, ...],
+        position: int,
+        pending: Later,
     ) -> None:
         try:
             await pending
@@ -415,6 +456,23 @@ class DiversityPlugin:
         rest = self._notify_from(hook, args, scripts, position + 1)
         if isinstance(rest, Later):
             await rest
+
+    # -- what a direct caller hands back (see plugin_host_diversity.direct) -------------
+
+    def _direct_failed(self, running: _Running, script: Script, hook: str, exc: Exception) -> Any:
+        self._failed(script, hook, exc)
+        return None if running.on_error == "next" else _SCRIPT_ERROR
+
+    def _direct_chain_pending(
+        self, running: _Running, script: Script, hook: str, pending: Later
+    ) -> Any:
+        return Deferred(self._chain_wait(running, hook, (), (script,), 0, pending))
+
+    def _direct_notify_failed(self, script: Script, hook: str, exc: Exception) -> None:
+        self._failed(script, hook, exc)
+
+    def _direct_notify_pending(self, script: Script, hook: str, pending: Later) -> Any:
+        return Deferred(self._notify_wait(hook, (), (script,), 0, pending))
 
     # -- the auth cache in front of the scripts (spec 4.4) -----------------------------
 
@@ -600,6 +658,10 @@ class DiversityPlugin:
             )
             if cached is not None:
                 return cached
+        # Per message: the direct caller without _chain's tuple and frame.
+        direct = self._direct.get("auth_on_publish")
+        if direct is not None:
+            return direct(username, mountpoint, client_id, qos, topic, payload, retain)
         return self._chain(
             "auth_on_publish", (username, mountpoint, client_id, qos, topic, payload, retain)
         )
@@ -640,6 +702,9 @@ class DiversityPlugin:
         payload: bytes,
         retain: bool,
     ) -> Any:
+        direct = self._direct.get("on_publish")  # per message (see auth_on_publish)
+        if direct is not None:
+            return direct(username, mountpoint, client_id, qos, topic, payload, retain)
         return self._notify(
             "on_publish", (username, mountpoint, client_id, qos, topic, payload, retain)
         )
@@ -741,6 +806,9 @@ class DiversityPlugin:
         payload: bytes,
         retain: bool,
     ) -> Any:
+        direct = self._direct.get("on_deliver")  # per delivery (see auth_on_publish)
+        if direct is not None:
+            return direct(username, mountpoint, client_id, qos, topic, payload, retain)
         return self._chain(
             "on_deliver", (username, mountpoint, client_id, qos, topic, payload, retain)
         )

@@ -163,8 +163,7 @@ class LuaState:
             self.lua.table_from(settings),
             name="=diversity/prelude.lua",
         )
-        self._call = driver[b"call"]
-        self._hook_call = driver[b"hook_call"]
+        self._entry = driver[b"entry"]
         self._step = driver[b"step"]
         self._compile = driver[b"compile"]
         self._loaded = driver[b"loaded"]
@@ -173,18 +172,21 @@ class LuaState:
         self._keyset = driver[b"keyset"]
         self._abandon = driver[b"abandon"]
         self._global = driver[b"global"]
-        self._keysets = 0
+        #: hook name -> its entry function (see :meth:`define`).
+        self.entries: dict[str, Any] = {}
 
     # -- setup --------------------------------------------------------------------------
 
-    def keyset(self, names: Sequence[bytes], hook: bytes) -> int:
-        """Register the argument names of ``hook``; returns the id :meth:`start` takes.
+    def define(self, hook: str, names: Sequence[bytes]) -> Any:
+        """Make the entry function of ``hook``, whose argument table has the keys ``names``.
 
-        Ids are 1, 2, 3 ... in registration order, so states set up alike agree on them.
+        The entry (a Lua function) takes the argument values in the order of ``names`` and
+        returns what :meth:`start` describes; :meth:`start` and the plugin's per-hook fast
+        callers call it. Returns it (and keeps it in :attr:`entries`).
         """
-        self._keysets += 1
-        self._keyset(self._keysets, self.lua.table_from(list(names)), hook)
-        return self._keysets
+        entry = self._entry(self.lua.table_from(list(names)), hook.encode())
+        self.entries[hook] = entry
+        return entry
 
     async def load(self, source: bytes, chunkname: str) -> tuple[list[str], Any, Any, str]:
         """Run a script's main chunk in this state.
@@ -229,9 +231,9 @@ class LuaState:
     # object or cancel scope on the Python side. A call that waits for I/O comes back as a
     # Pending, which finish() drives to the end in the awaiting task.
 
-    def start(self, keyset: int, values: Sequence[Any]) -> Any:
-        """Start a call of the script's hook registered with ``keyset`` (see :meth:`keyset`)
-        with the argument table of ``values``.
+    def start(self, hook: str, values: Sequence[Any]) -> Any:
+        """Start a call of the script's ``hook`` (made with :meth:`define`) with the argument
+        table of ``values``.
 
         Returns the hook's first return value (a raw Lua value: ``None``, ``bool``, number,
         ``bytes`` or a Lua table), or a :class:`Pending` when the call waits for an operation
@@ -239,25 +241,39 @@ class LuaState:
         """
         began = time.perf_counter()
         try:
-            # One value back: the call is done and that is its result. Several: it is not
-            # (the driver's hook_call), and they are the call id and step's results.
-            result = self._hook_call(keyset, *values)
-        except LuaMemoryError:
-            raise ScriptError(_NO_MEMORY_TEXT, kind="memory") from None
-        except LuaError as exc:  # an error in the driver itself (should not happen)
-            raise ScriptError(f"Lua driver error: {exc}") from None
-        if result.__class__ is not tuple:
-            return result
+            # One value back: the call is done and that is its result. Several (a tuple):
+            # it is not, see settle().
+            result = self.entries[hook](*values)
+        except LuaError as exc:
+            raise self.entry_error(exc) from None
+        if result.__class__ is tuple:
+            return self.settle(result, time.perf_counter() - began)
+        return result
+
+    def settle(self, result: tuple[Any, ...], spent: float) -> Pending:
+        """What an entry call that did not finish returned: the call id, then ``"error"``,
+        message, budget tripped, traceback (raises :class:`ScriptError`) or ``"io"`` and the
+        request (returns the :class:`Pending` that drives the call on). ``spent``: the Lua
+        time the call used so far.
+        """
         call_id = result[0]
         result = result[1:]
         if result[0] == b"error":
             raise self._error(result)
         self.inflight += 1
-        return Pending(self, call_id, result, time.perf_counter() - began)
+        return Pending(self, call_id, result, spent)
 
-    async def call(self, keyset: int, values: Sequence[Any]) -> Any:
+    @staticmethod
+    def entry_error(exc: LuaError) -> ScriptError:
+        """The error of an entry call that failed before its coroutine ran (out of memory
+        building the argument table, or a fault of the driver itself)."""
+        if isinstance(exc, LuaMemoryError):
+            return ScriptError(_NO_MEMORY_TEXT, kind="memory")
+        return ScriptError(f"Lua driver error: {exc}")
+
+    async def call(self, hook: str, values: Sequence[Any]) -> Any:
         """:meth:`start` and, if the call waits for I/O, :meth:`Pending.finish`."""
-        result = self.start(keyset, values)
+        result = self.start(hook, values)
         if result.__class__ is Pending:
             return await result.finish()
         return result

@@ -31,13 +31,9 @@ from plugin_host_diversity.runtime import (
     ScriptError,
     Services,
 )
-from plugin_host_diversity.translate import HOOK_ARGS, LUA_HOOKS, TABLE_ARGS, lua_key_names
+from plugin_host_diversity.translate import LUA_HOOKS, TABLE_ARGS, lua_key_names
 
-__all__ = ["Script", "ScriptLoadError", "ScriptSet", "load_script"]
-
-#: Keyset id of each hook's argument names: registered in this order in every state.
-KEYSETS: dict[str, int] = {hook: index + 1 for index, hook in enumerate(HOOK_ARGS)}
-_HOOK_NAMES: dict[str, bytes] = {hook: hook.encode() for hook in HOOK_ARGS}
+__all__ = ["CallStats", "Script", "ScriptLoadError", "ScriptSet", "Timed", "load_script"]
 
 
 class ScriptLoadError(Exception):
@@ -65,7 +61,7 @@ class CallStats:
         self.seconds = 0.0
 
 
-class _Timed(Later):
+class Timed(Later):
     """A call that waits for I/O: its time is counted when it ends."""
 
     __slots__ = ("_began", "_later", "_stats")
@@ -135,7 +131,7 @@ class Script:
         began = time.perf_counter()
         try:
             if self._single is not None and not TABLE_ARGS[hook]:
-                result = self._single.start(KEYSETS[hook], values)  # _begin's common case
+                result = self._single.start(hook, values)  # _begin's common case
             else:
                 result = self._begin(hook, values)
         except BaseException:
@@ -143,7 +139,7 @@ class Script:
             stats.seconds += time.perf_counter() - began
             raise
         if isinstance(result, Later):
-            return _Timed(result, stats, began)
+            return Timed(result, stats, began)
         stats.calls += 1
         stats.seconds += time.perf_counter() - began
         return result
@@ -161,7 +157,7 @@ class Script:
                     if candidate.inflight < state.inflight:
                         state = candidate
             if not TABLE_ARGS[hook]:  # (the per-message hooks: no table to build per state)
-                return state.start(KEYSETS[hook], values)
+                return state.start(hook, values)
             return self._start(state, hook, values)
         assert self._send is not None
         try:
@@ -206,7 +202,7 @@ class Script:
             for i in positions:
                 if values[i] is not None:
                     values[i] = to_lua(state.lua, values[i])
-        return state.start(KEYSETS[hook], values)
+        return state.start(hook, values)
 
 
 class ScriptSet:
@@ -283,9 +279,6 @@ async def load_script(
             log=script_log,
             base_dir=source.path.parent,
         )
-        for hook, ident in KEYSETS.items():
-            if state.keyset(lua_key_names(hook), _HOOK_NAMES[hook]) != ident:
-                raise AssertionError("keyset ids out of step")
         try:
             loaded = await state.load(code, source.path.name)
         except ScriptError as exc:
@@ -313,6 +306,8 @@ async def load_script(
         states.append(state)
     for state in states:
         state.isolate(not keep)
+        for hook in hooks:
+            state.define(hook, lua_key_names(hook))
     script_log.info(
         "lua_script_loaded",
         file=str(source.path),

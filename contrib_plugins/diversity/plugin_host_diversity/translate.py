@@ -35,6 +35,7 @@ __all__ = [
     "LUA_HOOKS",
     "TABLE_ARGS",
     "ConversionError",
+    "argument_expressions",
     "converted",
     "lua_arguments",
     "lua_key_names",
@@ -211,27 +212,37 @@ TABLE_ARGS: dict[str, tuple[int, ...]] = {
 }
 
 
-def _converter(hook: str) -> Callable[[Sequence[Any], Callable[[bytes], bytes]], list[Any]]:
-    """Compile the plan of ``hook`` into one list display (``lambda v, obfuscate: [...]``).
+def argument_expressions(
+    hook: str, names: Sequence[str], obfuscate: str = "obfuscate"
+) -> tuple[list[str], dict[str, Any]]:
+    """Python expressions converting the arguments of ``hook`` (held in the variables
+    ``names``, in :data:`HOOK_ARGS` order) to Lua values, and the namespace they need
+    (``obfuscate`` is the name of the password obfuscation function, supplied by the caller).
 
-    This runs per hook call (per message for publish hooks): one expression with the
-    conversions inlined costs a fraction of a loop over the plan.
+    Compiled into the per-hook converters below and the plugin's direct callers: this runs
+    per hook call (per message for publish hooks), and one expression per argument with the
+    conversion inlined costs a fraction of a loop over the plan.
     """
     plan = _PLANS[hook]
     tables = dict(plan.tables)
     namespace: dict[str, Any] = {}
     items = []
-    for i in range(len(HOOK_ARGS[hook])):
-        value = f"v[{i}]"
+    for i, value in enumerate(names):
         if i in plan.text:
             items.append(f"({value}.encode() if {value}.__class__ is str else {value})")
         elif i in tables:
             namespace[f"table{i}"] = tables[i]
             items.append(f"(None if {value} is None else table{i}({value}))")
         elif i == plan.password:
-            items.append(f"(None if {value} is None else obfuscate({value}))")
+            items.append(f"(None if {value} is None else {obfuscate}({value}))")
         else:
             items.append(value)
+    return items, namespace
+
+
+def _converter(hook: str) -> Callable[[Sequence[Any], Callable[[bytes], bytes]], list[Any]]:
+    """The arguments of ``hook`` as one list display (``lambda v, obfuscate: [...]``)."""
+    items, namespace = argument_expressions(hook, [f"v[{i}]" for i in range(len(HOOK_ARGS[hook]))])
     source = f"lambda v, obfuscate: [{', '.join(items)}]"
     return eval(source, namespace)  # type: ignore[no-any-return]  # (our own text)
 

@@ -268,26 +268,6 @@ local function new_call(fn)
   return register(co)
 end
 
--- A hook call: a pooled worker coroutine with a fresh budget.
-local function new_hook_call()
-  local co
-  if IDLE_COUNT > 0 then
-    co = IDLE[IDLE_COUNT]
-    IDLE[IDLE_COUNT] = nil
-    IDLE_COUNT = IDLE_COUNT - 1
-    local b = BUDGETS[co]
-    if b ~= nil then
-      b.left, b.tick = MAX_UNITS, 0
-    end
-  else
-    co = co_create(worker)
-    if BUDGET_ON then
-      BUDGETS[co] = { left = MAX_UNITS, tick = 0, tripped = false }
-      watch(co)
-    end
-  end
-  return register(co)
-end
 
 -- ------------------------------------------------------------------------------------------
 -- Module helpers
@@ -645,17 +625,73 @@ package.loadlib, package.searchers, package.cpath = nil, {}, ""
 -- The driver table (for Python only)
 -- ------------------------------------------------------------------------------------------
 
-local HOOKS = {}
-local KEYSETS = {}
-local KEYSET_HOOKS = {}   -- keyset id -> the hook name it was registered for
-local hook_done
+local HOOKS = {}   -- hook name -> the script's function (filled by driver.loaded)
 
 local driver = {}
 
--- Register the argument names of a hook under an id (see call): compiles a constructor
--- `function(v1, ..., vn) return {name1 = v1, ..., namen = vn} end` (nil values leave their
--- key out), cheaper than filling a table in a loop on every call.
-function driver.keyset(id, keys, hook)
+-- Hook calls (the per-message path). Python calls the hook's entry function (see
+-- driver.entry) with the argument values; that is the only crossing from Python to Lua per
+-- call, and a call that finishes without waiting for I/O crosses back with ONE value, its
+-- result. The work per call is kept to what the guarantees need:
+--   * the hook runs in a pooled worker coroutine (so that a module function can yield for
+--     I/O at any point), which is a resume and a yield, no coroutine creation;
+--   * the budget record of that coroutine is reset (three field writes): the count hook was
+--     set once when the worker was created, and the time budget's clock is read lazily;
+--   * nothing is registered, and the overlay of globals is only dropped if the call made one.
+local hook_done
+
+local function run(fn, args)
+  local co
+  local n = IDLE_COUNT
+  if n > 0 then
+    co = IDLE[n]
+    IDLE[n] = nil
+    IDLE_COUNT = n - 1
+  else
+    co = co_create(worker)
+    if BUDGET_ON then
+      BUDGETS[co] = { left = MAX_UNITS, tick = 0, tripped = false, deadline = false }
+      watch(co)
+    end
+  end
+  local b = BUDGETS[co]
+  if b ~= nil then
+    b.left, b.tick, b.deadline = MAX_UNITS, 0, false  -- false: set at the first time check
+    CURRENT = b
+  end
+  CUR_CO = co   -- a new call has no overlay of globals yet (enter() would find none)
+  return hook_done(co, co_resume(co, fn, args))
+end
+
+-- `tag` is what the worker yielded first: DONE (the call finished, `result` is its result),
+-- or IO (a request for Python), or, with ok false, the error.
+hook_done = function(co, ok, tag, result, ...)
+  if ok and rawequal(tag, DONE) then
+    CUR_CO, CURRENT = nil, nil
+    if ENV_SWITCHED then
+      -- The call assigned a global (keep_state off): forget its overlay.
+      OVERLAYS[co] = nil
+      debug_setmetatable(ENV, MT_LAZY)
+      ENV_SWITCHED = false
+    end
+    if IDLE_COUNT < MAX_IDLE then
+      IDLE_COUNT = IDLE_COUNT + 1
+      IDLE[IDLE_COUNT] = co
+    end
+    return result
+  end
+  -- Waiting for I/O, or failed: register the call so that Python can step or forget it, and
+  -- return several values (the call id, then step's results).
+  local id = register(co)
+  return id, finish(id, co, ok, tag, result, ...)
+end
+
+-- The entry function of a hook: `function(v1, ..., vn)` building the argument table
+-- `{name1 = v1, ..., namen = vn}` (nil values leave their key out) and running the hook
+-- with it. Compiled once per state and hook: a table constructor with the names inlined
+-- costs a fraction of filling a table in a loop, and the hook's function is looked up at
+-- call time (HOOKS is filled by driver.loaded, after the entry may have been made).
+function driver.entry(keys, hook)
   local params, fields = {}, {}
   for i = 1, #keys do
     local name = keys[i]
@@ -665,10 +701,9 @@ function driver.keyset(id, keys, hook)
     params[i] = "v" .. i
     fields[i] = name .. " = v" .. i
   end
-  local source = "return function(" .. concat(params, ", ") .. ") return {"
-    .. concat(fields, ", ") .. "} end"
-  KEYSETS[id] = load(source, "=keyset", "t", {})()
-  KEYSET_HOOKS[id] = hook
+  local source = "local run, HOOKS, hook = ...\nreturn function(" .. concat(params, ", ")
+    .. ") return run(HOOKS[hook], {" .. concat(fields, ", ") .. "}) end"
+  return load(source, "=entry", "t", {})(run, HOOKS, hook)
 end
 
 -- Compile a script's main chunk; returns its call id, or nil and the syntax error.
@@ -681,7 +716,7 @@ end
 -- After the main chunk ran: take the hooks table, num_states and keep_state.
 function driver.loaded()
   local names = {}
-  HOOKS = {}
+  for key in next, HOOKS do HOOKS[key] = nil end   -- in place: entries hold HOOKS
   local hooks = rawget(BASE, "hooks")
   if type(hooks) == "table" then
     for key, fn in next, hooks do
@@ -698,57 +733,6 @@ end
 function driver.isolate(on)
   ISOLATE = on and true or false
   debug_setmetatable(ENV, ISOLATE and MT_LAZY or MT_DIRECT)
-end
-
--- Start a hook call: build the argument table from the keyset's names and the values, run
--- the hook until it finishes, fails or asks for I/O. Returns the call id and step's results.
-function driver.call(name, deadline, keyset, ...)
-  local args = KEYSETS[keyset](...)
-  local id = new_hook_call()
-  return id, step(id, deadline, HOOKS[name], args)
-end
-
--- The per-message entry (what LuaState.start uses): hook_call(keyset, values...) runs the hook
--- registered with that keyset. A call that finishes returns ONE value, its result; any other
--- outcome returns several: the call id, then step's results ("io", ... / "error", ...). One
--- value crossing back to Python, no call registered, no clock read (the time budget starts
--- at the budget hook's first check) keep the common call cheap.
-function driver.hook_call(keyset, ...)
-  local args = KEYSETS[keyset](...)
-  local co
-  if IDLE_COUNT > 0 then
-    co = IDLE[IDLE_COUNT]
-    IDLE[IDLE_COUNT] = nil
-    IDLE_COUNT = IDLE_COUNT - 1
-  else
-    co = co_create(worker)
-    if BUDGET_ON then
-      BUDGETS[co] = { left = MAX_UNITS, tick = 0, tripped = false, deadline = false }
-      watch(co)
-    end
-  end
-  local b = BUDGETS[co]
-  if b ~= nil then
-    b.left, b.tick, b.deadline = MAX_UNITS, 0, false  -- false: set at the first time check
-    CURRENT = b
-  end
-  CUR_CO = co   -- a new call has no overlay of globals yet (enter() would find none)
-  return hook_done(co, co_resume(co, HOOKS[KEYSET_HOOKS[keyset]], args))
-end
-
-hook_done = function(co, ok, ...)
-  if ok and rawequal((...), DONE) then
-    leave()
-    if ISOLATE then OVERLAYS[co] = nil end
-    if IDLE_COUNT < MAX_IDLE then
-      IDLE_COUNT = IDLE_COUNT + 1
-      IDLE[IDLE_COUNT] = co
-    end
-    return (select(2, ...))
-  end
-  -- Waiting for I/O, or failed: register the call so that Python can step or forget it.
-  local id = register(co)
-  return id, finish(id, co, ok, ...)
 end
 
 driver.step = step

@@ -1,0 +1,126 @@
+"""Direct callers: the per-message path of a hook that one script answers from one state.
+
+The general path of a hook call (:meth:`DiversityPlugin._chain` -> :meth:`Script.start` ->
+:meth:`LuaState.start`) converts the arguments into a list, chooses a state, and goes through
+three Python frames before it reaches Lua. For the usual set-up (one script defines the hook,
+it has one Lua state and ``keep_state`` is off) none of that choosing is needed, and on a
+per-message hook (``auth_on_publish``, ``on_deliver``, ``on_publish``) those frames are most
+of the cost of a trivial Lua hook. :func:`direct_caller` compiles, per hook, one function
+with the hookimpl's signature that:
+
+* converts the arguments inline (``str`` to UTF-8, password obfuscated, see
+  :func:`~plugin_host_diversity.translate.argument_expressions`) and calls the hook's Lua
+  entry function (:meth:`LuaState.define`): one crossing into Lua, one value back when the
+  call finished;
+* counts the call in the script's statistics;
+* answers ``True`` as it is, translates any other result, and hands anything unusual to
+  the plugin: a failure (then ``on_error`` applies, as on the general path) or a call that
+  waits for I/O (a :class:`~plugin_host_diversity.runtime.Later` the host awaits, with the
+  same timing, cancellation and budget as on the general path).
+
+Nothing here changes what a call does in Lua: the same entry function, coroutine, budget
+and sandbox serve both paths.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lupa.lua54 import LuaError
+
+from plugin_host_diversity import translate
+from plugin_host_diversity.convert import ConversionError
+from plugin_host_diversity.runtime import Later, LuaState, ScriptError
+from plugin_host_diversity.scripts import CallStats, Script, Timed
+
+__all__ = ["direct_caller", "direct_state"]
+
+
+def direct_state(script: Script, hook: str) -> LuaState | None:
+    """The state a direct caller of ``hook`` would call, or ``None`` when ``script`` needs the
+    general path for it (several states to choose from, ``keep_state``, table arguments)."""
+    if translate.TABLE_ARGS[hook] or script.keep_state or len(script.states) != 1:
+        return None
+    return script.states[0]
+
+
+def direct_caller(
+    hook: str,
+    script: Script,
+    *,
+    chain: bool,
+    obfuscate: Callable[[bytes], bytes],
+    on_failure: Callable[[Exception], Any],
+    on_pending: Callable[[Later], Any],
+) -> Callable[..., Any]:
+    """A function with the hookimpl arguments of ``hook`` that calls ``script``'s hook.
+
+    ``chain``: the result is translated (:func:`translate.result`) and returned; otherwise
+    (notification hooks) the answer is ``None``. ``on_failure(exc)`` is called with the
+    :class:`ScriptError` or :class:`ConversionError` of a failed call (already counted) and
+    its return value is the answer. ``on_pending(later)`` gets the call that waits for I/O
+    (timed into the statistics when it ends) and returns the answer. Requires
+    :func:`direct_state` to be a state.
+    """
+    state = direct_state(script, hook)
+    if state is None:
+        raise ValueError(f"{script.name}: {hook} needs the general path")
+    stats = script.stats.get(hook)
+    if stats is None:
+        stats = script.stats[hook] = CallStats()
+    perf = time.perf_counter
+
+    def failed(exc: Exception, began: float) -> Any:
+        stats.calls += 1
+        stats.seconds += perf() - began
+        return on_failure(exc)
+
+    def unfinished(raw: tuple[Any, ...], began: float) -> Any:
+        # Several values back: the call failed in Lua, or it waits for I/O.
+        try:
+            pending = state.settle(raw, perf() - began)
+        except ScriptError as exc:
+            return failed(exc, began)
+        return on_pending(Timed(pending, stats, began))
+
+    def answer(raw: Any) -> Any:
+        try:
+            return translate.result(hook, raw)
+        except ConversionError as exc:
+            return on_failure(exc)
+
+    names = translate.HOOK_ARGS[hook]
+    values, namespace = translate.argument_expressions(hook, names, "_obfuscate")
+    namespace.update(
+        _entry=state.entries[hook],
+        _perf=perf,
+        _stats=stats,
+        _failed=failed,
+        _unfinished=unfinished,
+        _answer=answer,
+        _entry_error=state.entry_error,
+        _LuaError=LuaError,
+        _obfuscate=obfuscate,
+    )
+    if chain:
+        # The common answer of a chain hook, True, needs no translation.
+        tail = "    if raw is True:\n        return True\n    return _answer(raw)\n"
+    else:
+        tail = "    return None\n"
+    source = (
+        f"def {hook}({', '.join(names)}):\n"
+        "    began = _perf()\n"
+        "    try:\n"
+        f"        raw = _entry({', '.join(values)})\n"
+        "    except _LuaError as exc:\n"
+        "        return _failed(_entry_error(exc), began)\n"
+        "    if raw.__class__ is tuple:\n"
+        "        return _unfinished(raw, began)\n"
+        "    _stats.calls += 1\n"
+        "    _stats.seconds += _perf() - began\n" + tail
+    )
+    exec(compile(source, f"<diversity direct caller of {hook}>", "exec"), namespace)
+    caller: Callable[..., Any] = namespace[hook]
+    return caller

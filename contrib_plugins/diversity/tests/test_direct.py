@@ -1,0 +1,87 @@
+"""The direct callers (plugin_host_diversity.direct) answer exactly like the general path.
+
+A hook that one script with one Lua state defines is called through a compiled direct caller;
+several states (or ``keep_state``) take the general path. The same script is run both ways and
+every kind of answer is compared: allow, deny, no answer, modifiers, a failure under each
+``on_error``, and a call that waits for I/O (bcrypt runs in a worker thread).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from plugin_host import Deny
+from plugin_host_diversity.runtime import Later
+
+SCRIPT = """
+num_states = %d
+local answers = {
+  allow = function() return true end,
+  deny = function() return false end,
+  none = function() return nil end,
+  rewrite = function(pub) return {topic = "rewritten/" .. pub.topic, qos = 1} end,
+  fail = function() error("boom") end,
+  wait = function(pub)
+    local hash = bcrypt.hashpw("pw", bcrypt.gen_salt())
+    return bcrypt.hashpw("pw", hash) == hash
+  end,
+}
+hooks = {
+  auth_on_publish = function(pub) return answers[pub.client_id](pub) end,
+  on_deliver = function(d) return answers[d.client_id](d) end,
+}
+"""
+
+CASES = ["allow", "deny", "none", "rewrite", "fail", "wait"]
+
+
+async def _answers(plugin, hook: str) -> list:
+    answers = []
+    for client_id in CASES:
+        result = getattr(plugin.plugin, hook)(None, "", client_id, 0, "a/b", b"payload", False)
+        if isinstance(result, Later):
+            answers.append(("later", await result))
+        else:
+            answers.append(("now", result))
+    return answers
+
+
+@pytest.mark.parametrize("on_error", ["deny", "next"])
+async def test_direct_and_general_path_agree(lua_dir, run, host, on_error) -> None:
+    host.on_error = on_error
+    seen = {}
+    for states in (1, 2):
+        lua = lua_dir(hooks=SCRIPT % states)
+        async with run({"script_dir": str(lua)}, host=host) as plugin:
+            direct = set(plugin.plugin._direct)
+            assert direct == ({"auth_on_publish", "on_deliver"} if states == 1 else set())
+            seen[states] = {h: await _answers(plugin, h) for h in ("auth_on_publish", "on_deliver")}
+            stats = plugin.plugin._scripts.by_hook["auth_on_publish"][0].stats["auth_on_publish"]
+            assert stats.calls == len(CASES)  # every call counted, failures and waits too
+    assert seen[1] == seen[2]
+    publish = dict(zip(CASES, seen[1]["auth_on_publish"], strict=True))
+    assert publish["allow"] == ("now", True)
+    assert publish["deny"] == ("now", False)
+    assert publish["none"] == ("now", None)
+    assert publish["rewrite"] == ("now", {"topic": "rewritten/a/b", "qos": 1})
+    assert publish["wait"] == ("later", True)
+    fail = publish["fail"]
+    if on_error == "next":
+        assert fail == ("now", None)
+    else:
+        assert fail[0] == "now" and isinstance(fail[1], Deny)
+
+
+async def test_keep_state_takes_the_general_path(lua_dir, run) -> None:
+    lua = lua_dir(hooks="keep_state = true\n" + SCRIPT % 1)
+    async with run({"script_dir": str(lua)}) as plugin:
+        assert plugin.plugin._direct == {}
+        assert plugin.plugin.auth_on_publish(None, "", "allow", 0, "a", b"", False) is True
+
+
+async def test_two_scripts_on_one_hook_take_the_general_path(lua_dir, run) -> None:
+    first = "hooks = {auth_on_publish = function() return nil end}"
+    second = "hooks = {auth_on_publish = function() return true end}"
+    async with run({"script_dir": str(lua_dir(a=first, b=second))}) as plugin:
+        assert "auth_on_publish" not in plugin.plugin._direct
+        assert plugin.plugin.auth_on_publish(None, "", "c", 0, "a", b"", False) is True
