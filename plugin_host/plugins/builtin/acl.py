@@ -32,8 +32,7 @@ are skipped with a warning (VerneMQ does the same); an unknown line is an error.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,7 @@ import structlog
 from plugin_host.hooks.markers import hookimpl
 from plugin_host.mqtt.errors import MQTTError
 from plugin_host.mqtt.topics import split_shared, validate_topic_filter
-from plugin_host.plugins.builtin.watch import FileFormatError, WatchedFile
-from plugin_host.settings import Key, PluginSection
+from plugin_host.plugins.builtin.watch import FileFormatError, FilePlugin
 
 __all__ = ["AclPlugin", "AclRules", "parse_acl"]
 
@@ -196,56 +194,25 @@ def _levels_of_filter(topic_filter: str) -> list[str] | None:
     return (shared[1] if shared else topic_filter).split("/")
 
 
-class AclPlugin:
+class AclPlugin(FilePlugin[AclRules]):
     """One instance per broker (the module's ``plugin_host_plugin``)."""
 
+    name = "acl"
+    file_key = "acl_file"
+    file_doc = "topic/user/pattern rules; unset = plugin inactive"
+    interval_key = "acl_reload_interval"
+    hooks = HOOKS
+
     def __init__(self) -> None:
+        super().__init__()
         self.rules = AclRules()
-        self.file: WatchedFile[AclRules] | None = None
 
-    @hookimpl
-    def plugin_host_config_schema(self) -> list[Key]:
-        return [
-            Key("acl_file", "path", doc="topic/user/pattern rules; unset = plugin inactive"),
-            Key(
-                "acl_reload_interval",
-                "duration_s",
-                default=10,
-                doc="seconds between checks of the file for changes; 0 = never reload",
-            ),
-        ]
+    def parse(self, text: str, path: Path) -> AclRules:
+        return parse_acl(text, path)
 
-    @hookimpl
-    def plugin_host_active_hooks(self) -> frozenset[str]:
-        return HOOKS if self.file is not None else frozenset()
-
-    @hookimpl
-    def plugin_host_lifespan(
-        self, host: Any, config: PluginSection
-    ) -> AbstractAsyncContextManager[None]:
-        return self._lifespan(host, config)
-
-    def _set_rules(self, rules: AclRules) -> None:
-        self.rules = rules
-
-    @asynccontextmanager
-    async def _lifespan(self, host: Any, config: PluginSection) -> AsyncIterator[None]:
-        path = config.get("acl_file")
-        if path is None:
-            host.log.info("acl_inactive", reason="acl.acl_file is not set")
-            yield
-            return
-        watched = WatchedFile(Path(path), parse_acl, self._set_rules, host.log, what="acl_file")
-        await watched.load_setting(config, "acl_file")
-        self.file = watched
-        host.hooks_changed()
-        host.log.info("acl_loaded", path=str(path), users=len(self.rules.users))
-        try:
-            async with watched.watching(float(config.get("acl_reload_interval", 10) or 0)):
-                yield
-        finally:
-            self.file = None
-            host.hooks_changed()
+    def loaded(self, value: AclRules) -> dict[str, Any]:
+        self.rules = value
+        return {"users": len(value.users)}
 
     # -- hooks: plain functions, in-memory and quick -------------------------------------------
 

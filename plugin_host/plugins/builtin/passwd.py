@@ -31,8 +31,6 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +39,7 @@ import trio
 
 from plugin_host.hooks.markers import hookimpl
 from plugin_host.hooks.results import Deny
-from plugin_host.plugins.builtin.watch import FileFormatError, WatchedFile
-from plugin_host.settings import Key, PluginSection
+from plugin_host.plugins.builtin.watch import FileFormatError, FilePlugin
 
 __all__ = ["PasswdPlugin", "hash_password", "parse_password_file", "verify_password"]
 
@@ -115,62 +112,27 @@ def parse_password_file(text: str, path: Path) -> dict[str, str]:
     return users
 
 
-class PasswdPlugin:
+class PasswdPlugin(FilePlugin[dict[str, str]]):
     """One instance per broker (the module's ``plugin_host_plugin``)."""
 
+    name = "passwd"
+    file_key = "password_file"
+    file_doc = "user:hash lines; unset = plugin inactive"
+    interval_key = "password_reload_interval"
+    hooks = HOOKS
+
     def __init__(self) -> None:
+        super().__init__()
         self.users: dict[str, str] = {}
-        self.file: WatchedFile[dict[str, str]] | None = None
-        self._limiter: trio.CapacityLimiter | None = None
-
-    # -- plugin lifecycle ----------------------------------------------------------------------
-
-    @hookimpl
-    def plugin_host_config_schema(self) -> list[Key]:
-        return [
-            Key("password_file", "path", doc="user:hash lines; unset = plugin inactive"),
-            Key(
-                "password_reload_interval",
-                "duration_s",
-                default=10,
-                doc="seconds between checks of the file for changes; 0 = never reload",
-            ),
-        ]
-
-    @hookimpl
-    def plugin_host_active_hooks(self) -> frozenset[str]:
-        return HOOKS if self.file is not None else frozenset()
-
-    @hookimpl
-    def plugin_host_lifespan(
-        self, host: Any, config: PluginSection
-    ) -> AbstractAsyncContextManager[None]:
-        return self._lifespan(host, config)
-
-    def _set_users(self, users: dict[str, str]) -> None:
-        self.users = users
-
-    @asynccontextmanager
-    async def _lifespan(self, host: Any, config: PluginSection) -> AsyncIterator[None]:
-        path = config.get("password_file")
-        if path is None:
-            host.log.info("passwd_inactive", reason="passwd.password_file is not set")
-            yield
-            return
-        watched = WatchedFile(
-            Path(path), parse_password_file, self._set_users, host.log, what="password_file"
-        )
-        await watched.load_setting(config, "password_file")
+        # bcrypt checks run in worker threads, at most one per CPU at a time.
         self._limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
-        self.file = watched
-        host.hooks_changed()
-        host.log.info("passwd_loaded", path=str(path), users=len(self.users))
-        try:
-            async with watched.watching(float(config.get("password_reload_interval", 10) or 0)):
-                yield
-        finally:
-            self.file = None
-            host.hooks_changed()
+
+    def parse(self, text: str, path: Path) -> dict[str, str]:
+        return parse_password_file(text, path)
+
+    def loaded(self, value: dict[str, str]) -> dict[str, Any]:
+        self.users = value
+        return {"users": len(value)}
 
     # -- hooks ---------------------------------------------------------------------------------
 

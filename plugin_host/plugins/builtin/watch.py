@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import trio
 
-from plugin_host.settings import PluginSection
+from plugin_host.hooks.markers import hookimpl
+from plugin_host.settings import Key, PluginSection
 
 T = TypeVar("T")
 
@@ -135,3 +136,83 @@ class WatchedFile(Generic[T]):
         while True:
             await trio.sleep(interval)
             await self._reload_if_changed()
+
+
+class FilePlugin(Generic[T]):
+    """Base of a built-in plugin that works from one file, active only while it is loaded.
+
+    A subclass names its settings and hooks in class attributes and implements
+    :meth:`parse` and :meth:`loaded`; this class supplies the config schema, the active
+    hooks and the lifespan: load the file named by :attr:`file_key` at start (a file that
+    cannot be read or parsed is a config error of that key), log ``<name>_loaded``, poll it
+    every :attr:`interval_key` seconds while the broker runs, and tell the host when the
+    plugin becomes active or inactive. Without the setting the plugin stays inactive and
+    logs ``<name>_inactive``.
+    """
+
+    #: Plugin name, for log events and messages (``passwd``, ``acl``).
+    name: str
+    #: The setting naming the file, and its documentation line.
+    file_key: str
+    file_doc: str
+    #: The setting with the poll interval in seconds (0 = never reload).
+    interval_key: str
+    #: The hooks the plugin answers while its file is loaded.
+    hooks: frozenset[str]
+
+    def __init__(self) -> None:
+        self.file: WatchedFile[T] | None = None
+
+    def parse(self, text: str, path: Path) -> T:
+        """The file's content; raises :class:`FileFormatError` for a bad line."""
+        raise NotImplementedError
+
+    def loaded(self, value: T) -> dict[str, Any]:
+        """Take a freshly (re)loaded content into use; returns fields for the log line."""
+        raise NotImplementedError
+
+    @hookimpl
+    def plugin_host_config_schema(self) -> list[Key]:
+        return [
+            Key(self.file_key, "path", doc=self.file_doc),
+            Key(
+                self.interval_key,
+                "duration_s",
+                default=10,
+                doc="seconds between checks of the file for changes; 0 = never reload",
+            ),
+        ]
+
+    @hookimpl
+    def plugin_host_active_hooks(self) -> frozenset[str]:
+        return self.hooks if self.file is not None else frozenset()
+
+    @hookimpl
+    def plugin_host_lifespan(
+        self, host: Any, config: PluginSection
+    ) -> AbstractAsyncContextManager[None]:
+        return self._lifespan(host, config)
+
+    @asynccontextmanager
+    async def _lifespan(self, host: Any, config: PluginSection) -> AsyncIterator[None]:
+        path = config.get(self.file_key)
+        if path is None:
+            host.log.info(f"{self.name}_inactive", reason=f"{self.name}.{self.file_key} is not set")
+            yield
+            return
+        fields: dict[str, Any] = {}
+
+        def on_load(value: T) -> None:
+            fields.update(self.loaded(value))
+
+        watched = WatchedFile(Path(path), self.parse, on_load, host.log, what=self.file_key)
+        await watched.load_setting(config, self.file_key)
+        self.file = watched
+        host.hooks_changed()
+        host.log.info(f"{self.name}_loaded", path=str(path), **fields)
+        try:
+            async with watched.watching(float(config.get(self.interval_key, 10) or 0)):
+                yield
+        finally:
+            self.file = None
+            host.hooks_changed()
