@@ -177,14 +177,19 @@ class LuaState:
 
     # -- setup --------------------------------------------------------------------------
 
-    def define(self, hook: str, names: Sequence[bytes]) -> Any:
+    def define(self, hook: str, names: Sequence[bytes], *, plain: bool = False) -> Any:
         """Make the entry function of ``hook``, whose argument table has the keys ``names``.
 
         The entry (a Lua function) takes the argument values in the order of ``names`` and
         returns what :meth:`start` describes; :meth:`start` and the plugin's per-hook fast
         callers call it. Returns it (and keeps it in :attr:`entries`).
+
+        ``plain``: the script can never yield (:func:`~plugin_host_diversity.yields.may_yield`
+        is false for its source), so its calls run on the state's main thread under
+        ``xpcall`` instead of in a pooled coroutine: same budget, globals isolation and errors,
+        less work per call. A call of a plain entry always finishes at once.
         """
-        entry = self._entry(self.lua.table_from(list(names)), hook.encode())
+        entry = self._entry(self.lua.table_from(list(names)), hook.encode(), plain)
         self.entries[hook] = entry
         return entry
 

@@ -32,6 +32,7 @@ from plugin_host_diversity.runtime import (
     Services,
 )
 from plugin_host_diversity.translate import LUA_HOOKS, TABLE_ARGS, lua_key_names
+from plugin_host_diversity.yields import may_yield
 
 __all__ = ["CallStats", "Script", "ScriptLoadError", "ScriptSet", "Timed", "load_script"]
 
@@ -88,12 +89,16 @@ class Script:
         states: Sequence[LuaState],
         hooks: frozenset[str],
         keep_state: bool,
+        *,
+        plain: bool = False,
     ) -> None:
         self.source = source
         self.name = source.name
         self.states = list(states)
         self.hooks = hooks
         self.keep_state = keep_state
+        #: The script cannot yield: its calls run without a coroutine (see yields.py).
+        self.plain = plain
         #: Per hook call statistics (see :class:`CallStats`).
         self.stats: dict[str, CallStats] = {hook: CallStats() for hook in hooks}
         self._send: trio.MemorySendChannel[LuaState] | None = None
@@ -300,6 +305,9 @@ async def load_script(
         script_log.warning("lua_script_defines_no_hooks", file=str(source.path))
     count = _count(num_states) or config.nr_lua_states
     keep = keep_state if isinstance(keep_state, bool) else config.keep_state
+    # Decided from the text, not from what loading did: a hook may reach code the main chunk
+    # never ran.
+    plain = not may_yield(code)
     states = [first]
     for instance_id in range(2, count + 1):
         state, _ = await new_state(instance_id)
@@ -307,12 +315,13 @@ async def load_script(
     for state in states:
         state.isolate(not keep)
         for hook in hooks:
-            state.define(hook, lua_key_names(hook))
+            state.define(hook, lua_key_names(hook), plain=plain)
     script_log.info(
         "lua_script_loaded",
         file=str(source.path),
         hooks=sorted(hooks),
         states=count,
         keep_state=keep,
+        coroutines=not plain,
     )
-    return Script(source, states, hooks, keep)
+    return Script(source, states, hooks, keep, plain=plain)

@@ -16,16 +16,16 @@ local H, CFG = ...
 -- Everything the driver needs, captured before the sandbox removes it
 -- ------------------------------------------------------------------------------------------
 
-local debug_sethook, debug_traceback, debug_setmetatable =
-  debug.sethook, debug.traceback, debug.setmetatable
+local debug_sethook, debug_traceback, debug_setmetatable, debug_getinfo =
+  debug.sethook, debug.traceback, debug.setmetatable, debug.getinfo
 local co_create, co_resume, co_yield, co_status, co_running, co_close, co_isyieldable =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running,
   coroutine.close, coroutine.isyieldable
 local pack, unpack, concat = table.pack, table.unpack, table.concat
-local type, error, select, tostring, next, pairs, ipairs, rawget, rawset, rawequal, load =
-  type, error, select, tostring, next, pairs, ipairs, rawget, rawset, rawequal, load
+local type, error, select, tostring, next, pairs, ipairs, rawget, rawset, rawequal, load, xpcall =
+  type, error, select, tostring, next, pairs, ipairs, rawget, rawset, rawequal, load, xpcall
 local setmetatable, getmetatable = setmetatable, getmetatable
-local string_format = string.format
+local string_format, string_find, string_sub = string.format, string.find, string.sub
 local math_huge = math.huge
 
 local clock = H.clock
@@ -51,33 +51,40 @@ local MAX_TIME_S = CFG.max_time_ms / 1000.0 -- Lua time of a hook call (see its 
 local CURRENT = nil
 local BUDGETS = setmetatable({}, { __mode = "k" })   -- root coroutine -> budget record
 
+-- Charge one unit (HOOK_COUNT instructions) to the budget record `b`; true when the budget
+-- is used up (then `b.tripped` says how).
+local function spend(b)
+  if b.tripped then return true end
+  local left = b.left - 1
+  b.left = left
+  if left < 0 then
+    b.tripped = string_format("more than %d instructions", MAX_INSTRUCTIONS)
+    return true
+  end
+  if TIME_LIMITED then
+    local tick = b.tick + 1
+    if tick >= TIME_EVERY then
+      b.tick = 0
+      local deadline = b.deadline
+      if deadline == false then
+        -- A hook call's clock starts at its first check (hook_count * TIME_EVERY
+        -- instructions in), which spares every short call a clock reading.
+        b.deadline = clock() + MAX_TIME_S
+      elseif deadline and clock() > deadline then
+        b.tripped = string_format("more than %g ms of Lua time", CFG.max_time_ms)
+        return true
+      end
+    else
+      b.tick = tick
+    end
+  end
+  return false
+end
+
 local hook
 hook = function()
   local b = CURRENT
-  if b == nil then return end
-  if not b.tripped then
-    local left = b.left - 1
-    b.left = left
-    if left < 0 then
-      b.tripped = string_format("more than %d instructions", MAX_INSTRUCTIONS)
-    elseif TIME_LIMITED then
-      local tick = b.tick + 1
-      if tick >= TIME_EVERY then
-        b.tick = 0
-        local deadline = b.deadline
-        if deadline == false then
-          -- A hook call's clock starts at its first check (hook_count * TIME_EVERY
-          -- instructions in), which spares every short call a clock reading.
-          b.deadline = clock() + MAX_TIME_S
-        elseif deadline and clock() > deadline then
-          b.tripped = string_format("more than %g ms of Lua time", CFG.max_time_ms)
-        end
-      else
-        b.tick = tick
-      end
-    end
-    if not b.tripped then return end
-  end
+  if b == nil or not spend(b) then return end
   -- From now on every instruction of this coroutine fails, so pcall cannot swallow it.
   debug_sethook(co_running(), hook, "", 1)
   error("call budget exceeded: " .. b.tripped, 2)
@@ -686,12 +693,81 @@ hook_done = function(co, ok, tag, result, ...)
   return id, finish(id, co, ok, tag, result, ...)
 end
 
+-- Plain calls: the hooks of a script that cannot yield (Python decides it from the script's
+-- source, see plugin_host_diversity/yields.py: it names no module or function that yields)
+-- run on the calling thread under xpcall, without a worker coroutine. What a call guarantees
+-- stays the same:
+--   * budget: the main thread has its own count hook (main_hook, set once at the end of this
+--     file) charging PLAIN_BUDGET while a plain call runs; once tripped every instruction of
+--     the script fails (as on a coroutine), and the hook is put back after the call;
+--   * globals: with keep_state off a call's writes go to an overlay keyed by PLAIN_KEY (only
+--     one plain call runs at a time: it never waits), dropped when the call ends;
+--   * errors: the same message, tripped flag and traceback as a failed coroutine call.
+local PLAIN_BUDGET = { left = MAX_UNITS, tick = 0, tripped = false, deadline = false }
+local PLAIN = nil            -- PLAIN_BUDGET while a plain call runs, nil otherwise
+local PLAIN_KEY = {}         -- stands for the call's coroutine in OVERLAYS
+local PLAIN_TRACE = nil      -- the traceback plain_handler took of the failed call
+local plain_handler, plain_done, main_hook
+
+local function plain_run(fn, args)
+  local b = PLAIN_BUDGET
+  b.left, b.tick, b.deadline = MAX_UNITS, 0, false
+  PLAIN = b
+  CUR_CO = PLAIN_KEY
+  return plain_done(xpcall(fn, plain_handler, args))
+end
+
+plain_handler = function(e)
+  -- Level 2: the function that raised the error (as level 0 of a dead coroutine).
+  PLAIN_TRACE = debug_traceback(nil, 2)
+  return e
+end
+
+plain_done = function(ok, result)
+  PLAIN, CUR_CO = nil, nil
+  if ENV_SWITCHED then
+    OVERLAYS[PLAIN_KEY] = nil
+    debug_setmetatable(ENV, MT_LAZY)
+    ENV_SWITCHED = false
+  end
+  if ok then return result end
+  -- Failed: the same values as a failed coroutine call (see hook_done), with no call id.
+  local b = PLAIN_BUDGET
+  local tripped = b.tripped
+  if tripped then
+    b.tripped = false
+    debug_sethook(main_hook, "", HOOK_COUNT)
+  end
+  local trace = PLAIN_TRACE or ""   -- none for memory errors (Lua calls no handler for them)
+  PLAIN_TRACE = nil
+  -- Like a coroutine's, the traceback stops at the driver: cut at (the last) xpcall.
+  local cut, at = nil, 0
+  repeat
+    at = string_find(trace, "\n\t[C]: in function 'xpcall'", at + 1, true)
+    if at then cut = at end
+  until not at
+  if cut then trace = string_sub(trace, 1, cut - 1) end
+  return 0, "error", errmsg(result), tripped, trace
+end
+
+main_hook = function()
+  local b = PLAIN
+  if b == nil or not spend(b) then return end
+  -- Tripped. The driver's own functions above still run (they end the call); everything
+  -- else, the script's code and its pcall handlers included, fails at every instruction.
+  local fn = debug_getinfo(2, "f").func
+  if fn == plain_done or fn == plain_run or fn == plain_handler then return end
+  debug_sethook(main_hook, "", 1)
+  error("call budget exceeded: " .. b.tripped, 2)
+end
+
 -- The entry function of a hook: `function(v1, ..., vn)` building the argument table
 -- `{name1 = v1, ..., namen = vn}` (nil values leave their key out) and running the hook
 -- with it. Compiled once per state and hook: a table constructor with the names inlined
 -- costs a fraction of filling a table in a loop, and the hook's function is looked up at
--- call time (HOOKS is filled by driver.loaded, after the entry may have been made).
-function driver.entry(keys, hook)
+-- call time (HOOKS is filled by driver.loaded, after the entry may have been made). `plain`:
+-- the script cannot yield, calls run without a coroutine (plain_run).
+function driver.entry(keys, hook, plain)
   local params, fields = {}, {}
   for i = 1, #keys do
     local name = keys[i]
@@ -703,7 +779,7 @@ function driver.entry(keys, hook)
   end
   local source = "local run, HOOKS, hook = ...\nreturn function(" .. concat(params, ", ")
     .. ") return run(HOOKS[hook], {" .. concat(fields, ", ") .. "}) end"
-  return load(source, "=entry", "t", {})(run, HOOKS, hook)
+  return load(source, "=entry", "t", {})(plain and plain_run or run, HOOKS, hook)
 end
 
 -- Compile a script's main chunk; returns its call id, or nil and the syntax error.
@@ -751,6 +827,9 @@ end
 function driver.global(name)
   return rawget(BASE, name)
 end
+
+-- The main thread's budget hook (plain calls). Coroutines get theirs from watch().
+if BUDGET_ON then debug_sethook(main_hook, "", HOOK_COUNT) end
 
 -- The driver uses locals only: a global assignment from now on is a bug in this file.
 setmetatable(_G, {
