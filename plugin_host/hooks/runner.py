@@ -18,6 +18,12 @@ Hot-path rules:
   :meth:`Dispatcher.auth` is ``auth_now`` plus the await.
 * A plain (sync) hookimpl is called directly on the event loop: it must be quick. An
   ``async def`` one is awaited under ``hook_timeout``.
+* A plugin may hand the dispatcher a specialised callable to call instead of one of its
+  hookimpls (a per-message hook, minus the hookimpl's own frame): the optional, plain method
+  ``plugin_host_fast_hook(hook: str) -> Callable | None`` (not a hook; no ``@hookimpl``) is
+  asked for every hookimpl at every rebuild of the tables. The callable takes the same
+  arguments as the hookimpl and answers like it; ``None`` keeps the hookimpl. A plugin whose
+  answer changes calls ``host.hooks_changed()``.
 * :meth:`Dispatcher.arguments` says which arguments the current chain of a hook takes (the
   union of its hookimpls' argument names), so the broker can skip building what nobody reads;
   :attr:`Dispatcher.generation` changes whenever the tables are rebuilt, so callers can cache
@@ -107,6 +113,23 @@ class HookCall:
     #: Picks this hookimpl's arguments out of the args dict (a tuple; KeyError when one is
     #: missing). ``None``: the hookimpl takes no argument.
     extract: Callable[[Mapping[str, Any]], Sequence[Any]] | None = None
+
+
+def _fast_hook(plugin: object, plugin_name: str, hook: str) -> Callable[..., Any] | None:
+    """What the plugin's optional ``plugin_host_fast_hook(hook)`` hands over (see the module
+    text); ``None`` when it has none, or it failed (logged)."""
+    ask = getattr(plugin, "plugin_host_fast_hook", None)
+    if ask is None:
+        return None
+    try:
+        function = ask(hook)
+    except Exception:
+        log.exception("plugin_fast_hook_failed", plugin=plugin_name, hook=hook)
+        return None
+    if function is not None and not callable(function):
+        log.error("plugin_fast_hook_invalid", plugin=plugin_name, hook=hook)
+        return None
+    return function  # type: ignore[no-any-return]
 
 
 def _extractor(argnames: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]] | None:
@@ -267,12 +290,13 @@ class Dispatcher(HookDispatch):
                 names = active.get(name)
                 if names is not None and hook not in names:
                     continue
+                function = _fast_hook(impl.plugin, name, hook) or impl.function
                 calls.append(
                     HookCall(
                         plugin=name,
-                        function=impl.function,
+                        function=function,
                         argnames=tuple(impl.argnames),
-                        is_async=inspect.iscoroutinefunction(impl.function),
+                        is_async=inspect.iscoroutinefunction(function),
                         on_error_next=on_error[name],
                         stats=self.stats.setdefault((name, hook), HookStats()),
                         extract=_extractor(tuple(impl.argnames)),

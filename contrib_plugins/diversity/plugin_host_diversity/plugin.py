@@ -47,6 +47,9 @@ __all__ = ["DiversityPlugin", "plugin_host_plugin"]
 _SCRIPT_ERROR = Deny("lua_script_error")
 _CACHE_DENY = Deny("not_authorized")
 _EMPTY = ScriptSet()
+#: The per-message hooks whose hookimpl does nothing but call the direct caller (after the
+#: auth cache, for auth_on_publish): the host may call that caller itself.
+_FAST_HOOKS = frozenset({"auth_on_publish", "on_publish", "on_deliver"})
 _CACHE_DROP_HOOKS = ("on_client_offline", "on_client_gone", "on_session_expired")
 
 
@@ -99,6 +102,9 @@ class DiversityPlugin:
         #: hook -> its direct caller (see plugin_host_diversity.direct), for the hooks that
         #: one script answers from one state. Rebuilt with every new set of scripts.
         self._direct: dict[str, Callable[..., Any]] = {}
+        #: The hooks whose direct caller the host was last handed (plugin_host_fast_hook):
+        #: the host must rebuild its chains when those callers change.
+        self._fast_handed: set[str] = set()
 
     # ------------------------------------------------------------------------------------
     # Plugin lifecycle hooks
@@ -123,6 +129,26 @@ class DiversityPlugin:
     def plugin_host_active_hooks(self) -> frozenset[str]:
         """The hooks some loaded script defines (plus the auth cache's once it is used)."""
         return self._active
+
+    def plugin_host_fast_hook(self, hook: str) -> Callable[..., Any] | None:
+        """Not a hook: the dispatcher asks for it when it (re)builds its chains.
+
+        For the per-message hooks (``auth_on_publish`` while the auth cache is unused,
+        ``on_publish``, ``on_deliver``) answered by a direct caller, that caller: the
+        hookimpl's arguments and answers, without the hookimpl's frame. ``None`` otherwise.
+        Whenever the direct callers change (reload, the auth cache comes into use) the plugin
+        calls ``host.hooks_changed()`` so that the host asks again.
+        """
+        caller = self._direct.get(hook) if hook in _FAST_HOOKS else None
+        if caller is not None and hook in translate.CACHE_HOOKS:
+            cache = self._cache
+            if cache is None or cache.used:
+                caller = None
+        if caller is None:
+            self._fast_handed.discard(hook)
+        else:
+            self._fast_handed.add(hook)
+        return caller
 
     @property
     def scripts(self) -> tuple[Script, ...]:
@@ -208,6 +234,8 @@ class DiversityPlugin:
                 raise
         finally:
             self._scripts, self._active, self._direct = _EMPTY, frozenset(), {}
+            if self._fast_handed:
+                self._hooks_changed()  # the host must not keep calling the old scripts
             self._running, self._cache = None, None
             await services.wait_for_threads()
             await http.aclose()
@@ -226,7 +254,8 @@ class DiversityPlugin:
             active = active | translate.CACHE_HOOKS
         changed = active != self._active
         self._active = active
-        if changed and notify:
+        # The host holds the direct callers it was handed: they changed too.
+        if (changed or self._fast_handed) and notify:
             self._hooks_changed()
 
     def _direct_callers(self, scripts: ScriptSet) -> dict[str, Callable[..., Any]]:
@@ -262,7 +291,9 @@ class DiversityPlugin:
             hooks_changed()
 
     def _cache_used(self) -> None:
-        if not self._active >= translate.CACHE_HOOKS:
+        # The cache's hooks become active, and the host must stop calling a direct caller
+        # of auth_on_publish (which does not consult the cache).
+        if not self._active >= translate.CACHE_HOOKS or self._fast_handed & translate.CACHE_HOOKS:
             self._set_scripts(self._scripts)
 
     async def _watch_sighup(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -85,3 +85,64 @@ async def test_two_scripts_on_one_hook_take_the_general_path(lua_dir, run) -> No
     async with run({"script_dir": str(lua_dir(a=first, b=second))}) as plugin:
         assert "auth_on_publish" not in plugin.plugin._direct
         assert plugin.plugin.auth_on_publish(None, "", "c", 0, "a", b"", False) is True
+
+
+CACHED = """
+hooks = {
+  auth_on_register = function(r)
+    auth_cache.insert(r.mountpoint, r.client_id, r.username, {{pattern = "allowed/#"}}, {})
+    return true
+  end,
+  auth_on_publish = function(p) return {payload = "%s"} end,
+}
+"""
+
+REGISTER = {
+    "peer_addr": "127.0.0.1", "peer_port": 1, "mountpoint": "", "client_id": "c",
+    "username": "u", "password": b"pw", "clean_session": True,
+}  # fmt: skip
+PUBLISH = {
+    "username": "u", "mountpoint": "", "client_id": "c", "qos": 0, "topic": "other/t",
+    "payload": b"x", "retain": False,
+}  # fmt: skip
+
+
+async def test_the_dispatcher_calls_the_direct_caller_while_it_stays_valid(lua_dir) -> None:
+    # The host's dispatcher is handed the direct caller of auth_on_publish (no hookimpl
+    # frame per message), and asks again when it changes: on reload, and when the auth
+    # cache comes into use (the direct caller does not consult it).
+    from plugin_host.testing import plugin_manager
+    from plugin_host.testing.host import RecordingHost
+    from plugin_host_diversity.plugin import DiversityPlugin
+
+    lua = lua_dir(cached=CACHED % "v1")
+    plugin = DiversityPlugin()
+    manager = plugin_manager({"diversity": plugin}, sections={"diversity": {
+        "script_dir": str(lua), "reload_on_sighup": False,
+    }})  # fmt: skip
+
+    def chain_function():
+        (call,) = manager.dispatcher._chains["auth_on_publish"]
+        return call.function
+
+    async with manager.running(RecordingHost()) as dispatcher:
+        assert chain_function() is plugin._direct["auth_on_publish"]
+        assert dispatcher.auth_now("auth_on_publish", PUBLISH).modifiers == {"payload": b"v1"}
+        (lua / "cached.lua").write_text(CACHED % "v2")
+        await plugin.reload()
+        assert chain_function() is plugin._direct["auth_on_publish"]
+        assert dispatcher.auth_now("auth_on_publish", PUBLISH).modifiers == {"payload": b"v2"}
+        # The cache is used from now on: the hookimpl (cache first) answers again.
+        assert (await dispatcher.auth("auth_on_register", REGISTER)).allowed
+        assert chain_function() == plugin.auth_on_publish
+        denied = dispatcher.auth_now("auth_on_publish", PUBLISH)
+        assert not denied.allowed and denied.reason == "not_authorized"
+
+    # Stopped while the dispatcher held a direct caller: it is told, and keeps none.
+    plugin = DiversityPlugin()
+    manager = plugin_manager({"diversity": plugin}, sections={"diversity": {
+        "script_dir": str(lua), "reload_on_sighup": False,
+    }})  # fmt: skip
+    async with manager.running(RecordingHost()):
+        assert chain_function() is plugin._direct["auth_on_publish"]
+    assert "auth_on_publish" not in manager.dispatcher._chains
