@@ -50,8 +50,10 @@ class ScriptLoadError(Exception):
 class CallStats:
     """Calls, failures and time of one script's hook (``script show``, ``/metrics``).
 
-    ``seconds`` is wall time from the call to its answer (I/O waits included). Plain numbers,
-    bumped per call; kept across reloads of the script.
+    ``seconds`` is wall time from the call to its answer (I/O waits included); for the calls
+    of a plain script through a direct caller it is an estimate (one call in
+    :data:`~plugin_host_diversity.direct.SAMPLE` is timed and counts that many times). Plain
+    numbers, bumped per call; kept across reloads of the script.
     """
 
     __slots__ = ("calls", "errors", "seconds")

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from plugin_host import Deny
 from plugin_host.testing.http_server import Request, Response, open_http_server
+from plugin_host_diversity.direct import SAMPLE
 from plugin_host_diversity.yields import may_yield
 
 HOOKS = """
@@ -191,3 +192,19 @@ async def test_a_script_using_http_takes_the_coroutine_path(lua_dir, run) -> Non
             assert not plugin.scripts[0].plain
             with trio.fail_after(10):
                 assert await _publish(plugin, "t") == {"payload": b"from-http"}
+
+
+async def test_plain_calls_are_all_counted_and_their_time_estimated(lua_dir, run) -> None:
+    # A plain script's direct caller times one call in SAMPLE and counts it SAMPLE times.
+    lua = lua_dir(busy=HOOKS)
+    async with run({"script_dir": str(lua)}) as plugin:
+        began = time.perf_counter()
+        for _ in range(SAMPLE * 4):
+            assert await _publish(plugin, "busy") == {"payload": b"11250075000"}
+        wall = time.perf_counter() - began
+        assert await _publish(plugin, "error") == Deny("lua_script_error")
+        stats = plugin.scripts[0].stats["auth_on_publish"]
+        assert stats.calls == SAMPLE * 4 + 1 and stats.errors == 1
+        # Every call does the same work (some milliseconds): the estimate is close to the
+        # time the loop took.
+        assert 0.3 * wall < stats.seconds < 3 * wall
