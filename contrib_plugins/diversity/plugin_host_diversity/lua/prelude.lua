@@ -30,6 +30,11 @@ local math_huge = math.huge
 
 local clock = H.clock
 
+-- Every hook call makes an argument table that is garbage when the call ends: Lua 5.4's
+-- generational collector frees such young objects for less work than the incremental one.
+-- (The memory limit is the allocator's, whatever the mode.)
+collectgarbage("generational")
+
 -- A unique value a coroutine yields to ask the Python driver for an I/O operation. Script
 -- code cannot reach it, so it cannot forge requests.
 local IO = {}
@@ -112,6 +117,11 @@ local CUR_CO = nil                                     -- root coroutine being s
 local OVERLAYS = setmetatable({}, { __mode = "k" })    -- root coroutine -> its ENV metatable
 -- ENV's metatable is switched only while a call that has an overlay (it wrote a global) runs.
 local ENV_SWITCHED = false
+-- The budget record of plain calls (see "Plain calls" below); `on` while one runs, which has
+-- no coroutine: PLAIN stands for it in OVERLAYS, and `switched` says it made an overlay.
+local PLAIN = {
+  left = MAX_UNITS, tick = 0, tripped = false, deadline = false, on = false, switched = false,
+}
 
 local function merged_pairs(overlay)
   local in_overlay = overlay ~= nil
@@ -145,8 +155,12 @@ local MT_LAZY = {
 MT_LAZY.__newindex = function(_, key, value)
   local co = CUR_CO
   if co == nil then
-    BASE[key] = value
-    return
+    if not PLAIN.on then   -- loading
+      BASE[key] = value
+      return
+    end
+    co = PLAIN
+    PLAIN.switched = true
   end
   local overlay = setmetatable({}, { __index = BASE })
   local mt = {
@@ -695,44 +709,41 @@ end
 
 -- Plain calls: the hooks of a script that cannot yield (Python decides it from the script's
 -- source, see plugin_host_diversity/yields.py: it names no module or function that yields)
--- run on the calling thread under xpcall, without a worker coroutine. What a call guarantees
--- stays the same:
+-- run on the calling thread under xpcall, without a worker coroutine (see driver.entry).
+-- What a call guarantees stays the same:
 --   * budget: the main thread has its own count hook (main_hook, set once at the end of this
---     file) charging PLAIN_BUDGET while a plain call runs; once tripped every instruction of
---     the script fails (as on a coroutine), and the hook is put back after the call;
---   * globals: with keep_state off a call's writes go to an overlay keyed by PLAIN_KEY (only
---     one plain call runs at a time: it never waits), dropped when the call ends;
+--     file) charging PLAIN, the budget record of plain calls, while one runs (PLAIN.on); once
+--     tripped every instruction of the script fails (as on a coroutine), and the hook is put
+--     back after the call;
+--   * globals: with keep_state off a call's writes go to an overlay (see MT_LAZY; only one
+--     plain call runs at a time: it never waits), dropped when the call ends;
 --   * errors: the same message, tripped flag and traceback as a failed coroutine call.
-local PLAIN_BUDGET = { left = MAX_UNITS, tick = 0, tripped = false, deadline = false }
-local PLAIN = nil            -- PLAIN_BUDGET while a plain call runs, nil otherwise
-local PLAIN_KEY = {}         -- stands for the call's coroutine in OVERLAYS
 local PLAIN_TRACE = nil      -- the traceback plain_handler took of the failed call
-local plain_handler, plain_done, main_hook
+-- The driver's functions that main_hook lets run after the budget tripped (they end the
+-- call); the plain entries are added by driver.entry.
+local DRIVER = setmetatable({}, { __mode = "k" })
+local main_hook
 
-local function plain_run(fn, args)
-  local b = PLAIN_BUDGET
-  b.left, b.tick, b.deadline = MAX_UNITS, 0, false
-  PLAIN = b
-  CUR_CO = PLAIN_KEY
-  return plain_done(xpcall(fn, plain_handler, args))
-end
-
-plain_handler = function(e)
+local function plain_handler(e)
   -- Level 2: the function that raised the error (as level 0 of a dead coroutine).
   PLAIN_TRACE = debug_traceback(nil, 2)
   return e
 end
 
-plain_done = function(ok, result)
-  PLAIN, CUR_CO = nil, nil
-  if ENV_SWITCHED then
-    OVERLAYS[PLAIN_KEY] = nil
+-- The end of a plain call that failed or assigned a global (the entry returns at once
+-- otherwise).
+local function plain_done(ok, result)
+  local b = PLAIN
+  b.on = false
+  if b.switched then
+    -- The call assigned a global (keep_state off): forget its overlay.
+    b.switched = false
+    OVERLAYS[b] = nil
     debug_setmetatable(ENV, MT_LAZY)
     ENV_SWITCHED = false
   end
   if ok then return result end
   -- Failed: the same values as a failed coroutine call (see hook_done), with no call id.
-  local b = PLAIN_BUDGET
   local tripped = b.tripped
   if tripped then
     b.tripped = false
@@ -750,13 +761,14 @@ plain_done = function(ok, result)
   return 0, "error", errmsg(result), tripped, trace
 end
 
+DRIVER[plain_handler], DRIVER[plain_done] = true, true
+
 main_hook = function()
   local b = PLAIN
-  if b == nil or not spend(b) then return end
-  -- Tripped. The driver's own functions above still run (they end the call); everything
-  -- else, the script's code and its pcall handlers included, fails at every instruction.
-  local fn = debug_getinfo(2, "f").func
-  if fn == plain_done or fn == plain_run or fn == plain_handler then return end
+  if not b.on or not spend(b) then return end
+  -- Tripped. The driver's own functions still run (they end the call); everything else, the
+  -- script's code and its pcall handlers included, fails at every instruction.
+  if DRIVER[debug_getinfo(2, "f").func] then return end
   debug_sethook(main_hook, "", 1)
   error("call budget exceeded: " .. b.tripped, 2)
 end
@@ -766,7 +778,7 @@ end
 -- with it. Compiled once per state and hook: a table constructor with the names inlined
 -- costs a fraction of filling a table in a loop, and the hook's function is looked up at
 -- call time (HOOKS is filled by driver.loaded, after the entry may have been made). `plain`:
--- the script cannot yield, calls run without a coroutine (plain_run).
+-- the script cannot yield, its calls run without a coroutine (see PLAIN).
 function driver.entry(keys, hook, plain)
   local params, fields = {}, {}
   for i = 1, #keys do
@@ -777,9 +789,26 @@ function driver.entry(keys, hook, plain)
     params[i] = "v" .. i
     fields[i] = name .. " = v" .. i
   end
-  local source = "local run, HOOKS, hook = ...\nreturn function(" .. concat(params, ", ")
-    .. ") return run(HOOKS[hook], {" .. concat(fields, ", ") .. "}) end"
-  return load(source, "=entry", "t", {})(plain and plain_run or run, HOOKS, hook)
+  params, fields = concat(params, ", "), concat(fields, ", ")
+  if not plain then
+    local source = "local run, HOOKS, hook = ...\nreturn function(" .. params
+      .. ") return run(HOOKS[hook], {" .. fields .. "}) end"
+    return load(source, "=entry", "t", {})(run, HOOKS, hook)
+  end
+  -- The plain call inlined (see PLAIN): the common case, a call that finishes and assigned
+  -- no global, costs no Lua function call besides the hook's own.
+  local source = "local HOOKS, hook, P, MAX_UNITS, xpcall, handler, done = ...\n"
+    .. "return function(" .. params .. ")\n"
+    .. "  local args = {" .. fields .. "}\n"
+    .. "  P.left, P.tick, P.deadline, P.on = MAX_UNITS, 0, false, true\n"
+    .. "  local ok, result = xpcall(HOOKS[hook], handler, args)\n"
+    .. "  if ok and not P.switched then P.on = false return result end\n"
+    .. "  return done(ok, result)\n"
+    .. "end"
+  local entry = load(source, "=entry", "t", {})(
+    HOOKS, hook, PLAIN, MAX_UNITS, xpcall, plain_handler, plain_done)
+  DRIVER[entry] = true
+  return entry
 end
 
 -- Compile a script's main chunk; returns its call id, or nil and the syntax error.
