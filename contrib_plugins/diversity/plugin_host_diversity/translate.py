@@ -169,6 +169,8 @@ def properties_to_lua(properties: Mapping[str, Any] | None) -> Any:
 Converter = Callable[[Any], Any]
 
 #: Arguments passed through as they are (bytes, numbers, booleans).
+#: Text arguments that are never None.
+_ALWAYS_STR = frozenset({"peer_addr", "mountpoint", "client_id", "topic"})
 _AS_IS = frozenset(
     {"payload", "client_cert", "password", "qos", "retain", "peer_port", "listener_port",
      "clean_session", "clean_start"}
@@ -225,11 +227,16 @@ def argument_expressions(
     """
     plan = _PLANS[hook]
     tables = dict(plan.tables)
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"_encode": str.encode}
     items = []
     for i, value in enumerate(names):
         if i in plan.text:
-            items.append(f"({value}.encode() if {value}.__class__ is str else {value})")
+            # The Python forms are str (or None where the table says so, docs/reference/
+            # python-forms.md); str.encode called directly is the cheapest conversion.
+            if HOOK_ARGS[hook][i] in _ALWAYS_STR:
+                items.append(f"_encode({value})")
+            else:
+                items.append(f"(None if {value} is None else _encode({value}))")
         elif i in tables:
             namespace[f"table{i}"] = tables[i]
             items.append(f"(None if {value} is None else table{i}({value}))")
