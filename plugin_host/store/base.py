@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from plugin_host.broker.message import Message
 
-#: Version of the journal record layout (:func:`encode`).
-RECORD_FORMAT = 1
+#: Version of the journal record layout (:func:`encode`); :func:`decode` reads this one and
+#: format 1 (no ``queued`` / ``heads``).
+RECORD_FORMAT = 2
 
 
 class StoreError(Exception):
@@ -127,7 +128,17 @@ class Batch:
       acknowledged; ``state`` 1 once PUBREC'd), in ``seq`` order per session
     * ``incoming``: (session, packet id) -> ``True``
     * ``retained``: (mountpoint, topic) -> message
+    * ``queued``: new queued ``deliveries`` rows (fresh keys: never a replacement), as a list
+    * ``heads``: session id -> seq: the session's queued ``deliveries`` rows (``packet_id``
+      None) numbered below it went (taken from the head of its queue); applied after
+      ``queued``, so a merged batch may hold a row and the head that removes it
     * ``deleted_sessions``: session ids whose rows (of every table) go, applied last
+
+    The journal of the per-message path (:mod:`plugin_host.store.tracking`) writes queue
+    appends to ``queued`` and queue pops as ``heads`` (one number per session instead of a
+    delete per row), and leaves out the deletes of the message rows they release: replaying
+    the journal at start-up ends by deleting every message no delivery references (see
+    ``SQLiteBackend.load``).
 
     A *message* is the broker's :class:`~plugin_host.broker.message.Message` while the batch is
     collected and the tuple ``(mountpoint, topic, payload, qos, retain, properties,
@@ -140,6 +151,8 @@ class Batch:
     deliveries: Changes = field(default_factory=Changes)
     incoming: Changes = field(default_factory=Changes)
     retained: dict[tuple[str, str], Any] = field(default_factory=dict)
+    queued: list[tuple[Any, ...]] = field(default_factory=list)
+    heads: dict[int, int] = field(default_factory=dict)
     deleted_sessions: list[int] = field(default_factory=list)
     #: Number of observed changes in this batch (before cancellation).
     changes: int = 0
@@ -157,6 +170,8 @@ class Batch:
             + len(self.deliveries)
             + len(self.incoming)
             + len(self.retained)
+            + len(self.queued)
+            + len(self.heads)
             + len(self.deleted_sessions)
         )
 
@@ -172,12 +187,23 @@ def freeze(batch: Batch, wall: float) -> None:
 
     ``wall`` converts the messages' ``time.monotonic()`` expiry deadlines to wall-clock time
     (``time.time() - time.monotonic()``). Messages are immutable once routed, so freezing later
-    than the change that referenced them is fine.
+    than the change that referenced them is fine (even in another thread, once the batch is
+    cut: :func:`freeze_messages`).
     """
+    freeze_messages(batch, wall)
+    freeze_sessions(batch, wall)
+
+
+def freeze_messages(batch: Batch, wall: float) -> None:
+    """The ``messages`` part of :func:`freeze`."""
     rows = batch.messages.rows
     for key, m in rows.items():
         if m is not None and type(m) is not tuple:
             rows[key] = frozen_message(m, wall)
+
+
+def freeze_sessions(batch: Batch, wall: float) -> None:
+    """:func:`freeze` but for the ``messages`` rows: retained messages and wills."""
     retained = batch.retained
     for key, m in retained.items():
         if m is not None and type(m) is not tuple:
@@ -190,11 +216,15 @@ def freeze(batch: Batch, wall: float) -> None:
 
 
 def merge(into: Batch, later: Batch, tables: tuple[str, ...] = _TABLES) -> None:
-    """Fold ``later`` (frozen) into ``into``: ``into`` then holds both, net (of ``tables``,
-    plus the retained messages and deleted sessions)."""
+    """Fold ``later`` (frozen) into ``into``: ``into`` then holds both, net (of ``tables``, with
+    ``queued`` and ``heads`` going with ``deliveries``; plus the retained messages and deleted
+    sessions)."""
     for name in tables:
         getattr(into, name).merge(getattr(later, name))
     into.retained.update(later.retained)
+    if "deliveries" in tables:
+        into.queued.extend(later.queued)
+        into.heads.update(later.heads)  # (heads only move forward)
     into.deleted_sessions.extend(later.deleted_sessions)
     into.changes += later.changes
     into.last_seq = max(into.last_seq, later.last_seq)
@@ -203,8 +233,8 @@ def merge(into: Batch, later: Batch, tables: tuple[str, ...] = _TABLES) -> None:
 def split(batch: Batch, max_rows: int) -> list[Batch]:
     """Cut a (frozen) batch into parts of at most ``max_rows`` rows, in table order.
 
-    Session deletions go into the last part (they remove the rows of earlier parts too).
-    Always at least one part.
+    Queue heads and session deletions go into the last part (they remove rows of earlier parts
+    too). Always at least one part.
     """
     parts = [Batch()]
     room = max_rows
@@ -215,12 +245,19 @@ def split(batch: Batch, max_rows: int) -> list[Batch]:
                 room = max_rows
             getattr(parts[-1], name).rows[key] = row
             room -= 1
+    for row in batch.queued:
+        if room == 0:
+            parts.append(Batch())
+            room = max_rows
+        parts[-1].queued.append(row)
+        room -= 1
     for key, m in batch.retained.items():
         if room == 0:
             parts.append(Batch())
             room = max_rows
         parts[-1].retained[key] = m
         room -= 1
+    parts[-1].heads = dict(batch.heads)
     parts[-1].deleted_sessions = list(batch.deleted_sessions)
     return parts
 
@@ -233,6 +270,8 @@ def encode(batch: Batch) -> bytes:
             [getattr(batch, name).rows for name in _TABLES],
             batch.retained,
             batch.deleted_sessions,
+            batch.queued,
+            batch.heads,
         ),
         protocol=5,
     )
@@ -248,10 +287,13 @@ class _PlainUnpickler(pickle.Unpickler):
 def decode(record: bytes) -> Batch:
     """The batch of a journal record; :class:`StoreError` (discardable) when unreadable."""
     try:
-        version, tables, retained, deleted = _PlainUnpickler(io.BytesIO(record)).load()
-        if version != RECORD_FORMAT:
+        version, tables, retained, deleted, *rest = _PlainUnpickler(io.BytesIO(record)).load()
+        if version not in (1, RECORD_FORMAT) or len(rest) != (0 if version == 1 else 2):
             raise ValueError(f"record format {version}")
         batch = Batch()
+        if rest:
+            batch.queued.extend(rest[0])
+            batch.heads.update(rest[1])
         for name, rows in zip(_TABLES, tables, strict=True):
             getattr(batch, name).rows.update(rows)
         batch.retained.update(retained)

@@ -418,6 +418,8 @@ class SQLiteBackend:
         try:
             for (record,) in records:
                 self._write(conn, decode(bytes(record)))
+            # Records leave out the deletes of the messages their queue heads released.
+            conn.execute("DELETE FROM messages WHERE id NOT IN (SELECT message FROM deliveries)")
             conn.execute("DELETE FROM journal")
             conn.execute("COMMIT")
         except BaseException:
@@ -497,6 +499,20 @@ class SQLiteBackend:
                         row for row in deliveries.values() if row is not None
                     )
                 ],
+            )
+        if batch.queued:
+            ex(
+                "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (s, seq, m, q, ",".join(map(str, ids)) if ids else None, r, pid, st)
+                    for s, seq, m, q, ids, r, pid, st in batch.queued
+                ],
+            )
+        if batch.heads:
+            # (after the rows above: a merged batch may hold a row and the head past it)
+            ex(
+                "DELETE FROM deliveries WHERE session = ? AND seq < ? AND packet_id IS NULL",
+                list(batch.heads.items()),
             )
         incoming = batch.incoming.rows
         if incoming:

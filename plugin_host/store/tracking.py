@@ -171,7 +171,7 @@ class Tracker:
             mid = self._next_message
             self._next_message = mid + 1
             self._msgs[key] = [mid, 1, message]
-            batch.messages.rows[mid] = frozen_message(message, wall)
+            batch.messages.rows[mid] = message  # (frozen by the writer, off the event loop)
             return mid
         entry[1] += 1
         return int(entry[0])
@@ -261,26 +261,36 @@ class Tracker:
                 popped = len(mirror)
             fold_qtail = rec.fold_qtail
             gone = rec.gone
+            popleft = mirror.popleft
+            released = False
+            # The journal gets one number for these rows (batch.heads), and no deletes for the
+            # message rows they release (start-up deletes unreferenced messages after replay).
             for _ in range(popped):
-                seq, key, _row = mirror.popleft()
+                seq, key, _row = popleft()
                 if seq is None:
                     continue  # a QoS 0 entry
-                rows[(sid, seq)] = None
+                released = True
                 if seq < fold_qtail:
                     gone.append(seq)
                 ref = msgs[key]
                 ref[1] -= 1
                 if ref[1] == 0:
                     del msgs[key]
-                    mid = ref[0]
-                    messages[mid] = None
-                    if mid < fold_mid:
-                        self._gone_msgs.append(mid)
+                    if ref[0] < fold_mid:
+                        self._gone_msgs.append(ref[0])
+            if released:
+                head = rec.qtail  # (the rows queued below are numbered from here)
+                for seq, _key, _row in mirror:
+                    if seq is not None:
+                        head = seq
+                        break
+                batch.heads[sid] = head
         if added > 0:
             queue = session.queue
             added = min(added, len(queue))  # (smaller only if it changed without events)
             qtail = rec.qtail
             append = mirror.append
+            put = batch.queued.append
             for i in range(-added, 0):
                 message, qos, sub_ids, retain = queue[i]
                 if not qos:
@@ -292,12 +302,12 @@ class Tracker:
                     mid = self._next_message
                     self._next_message = mid + 1
                     msgs[key] = [mid, 1, message]
-                    messages[mid] = frozen_message(message, wall)
+                    messages[mid] = message  # (frozen by the writer, off the event loop)
                 else:
                     ref[1] += 1
                     mid = ref[0]
                 row = (sid, qtail, mid, qos, sub_ids, retain, None, 0)
-                rows[(sid, qtail)] = row
+                put(row)
                 append((qtail, key, row))
                 qtail += 1
             rec.qtail = qtail

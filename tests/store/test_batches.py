@@ -76,3 +76,23 @@ def test_a_record_naming_a_class_is_refused():
     record = pickle.dumps((1, [[]] * 6, [("k", Evil())], []))
     with pytest.raises(StoreError, match="not allowed in a journal record"):
         decode(record)
+
+
+def test_queued_rows_and_queue_heads_merge_split_and_round_trip():
+    first = Batch()
+    first.queued.extend((1, seq, 1, 1, (), False, None, 0) for seq in range(5))
+    second = Batch()
+    second.heads[1] = 3
+    second.queued.append((1, 5, 2, 1, (), False, None, 0))
+    folding = Batch()
+    merge(folding, first, ("sessions", "subscriptions", "incoming"))
+    assert folding.queued == [] and folding.heads == {}  # not the tables merged
+    merge(folding, first)
+    merge(folding, second)
+    assert len(folding.queued) == 6 and folding.heads == {1: 3}
+    assert folding.rows_written() == 7
+    parts = split(folding, 4)
+    assert [len(p.queued) for p in parts] == [4, 2]
+    assert [p.heads for p in parts] == [{}, {1: 3}]  # applied last, after the rows below it
+    back = decode(encode(folding))
+    assert back.queued == folding.queued and back.heads == {1: 3}

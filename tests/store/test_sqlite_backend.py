@@ -293,3 +293,56 @@ def test_a_damaged_journal_record_is_a_discardable_error(tmp_path):
         backend.load()
     assert caught.value.discardable
     backend.close()
+
+
+def _msg(payload: bytes) -> tuple:
+    return ("", "t", payload, 1, False, None, None)
+
+
+def test_queue_heads_in_the_journal_remove_the_rows_below_and_release_their_messages(tmp_path):
+    backend = _open(tmp_path)
+    first = Batch()
+    for mid in (1, 2, 3):
+        first.messages.put(mid, _msg(b"%d" % mid), True)
+    # Session 7 queues three messages (seq 0-2) and has one in flight (seq 3, packet id 9).
+    first.queued.extend((7, seq, seq + 1, 1, (), False, None, 0) for seq in range(3))
+    first.deliveries.put((7, 3), (7, 3, 1, 1, (), False, 9, 0), True)
+    backend.journal(1, encode(first))
+    backend.commit()
+    second = Batch()
+    second.heads[7] = 2  # seq 0 and 1 left the queue (no delete per row, no message delete)
+    second.queued.append((7, 4, 3, 1, (5,), True, None, 0))
+    backend.journal(2, encode(second))
+    backend.commit()
+    backend.close()  # as if the broker died before folding
+    backend = _open(tmp_path)
+    snap = backend.load()
+    assert snap.replayed == 2
+    assert snap.deliveries == [
+        (7, 2, 3, 1, (), False, None, 0),
+        (7, 3, 1, 1, (), False, 9, 0),  # in flight: a queue head never removes it
+        (7, 4, 3, 1, (5,), True, None, 0),
+    ]
+    assert sorted(snap.messages) == [1, 3]  # message 2 was referenced by seq 1 only
+    backend.close()
+
+
+def test_journal_records_of_the_first_format_are_still_read(tmp_path):
+    import pickle
+
+    backend = _open(tmp_path)
+    tables = [
+        {1: _msg(b"old")},
+        {},
+        {},
+        {(7, 0): (7, 0, 1, 1, (), False, None, 0)},
+        {},
+    ]
+    backend.journal(1, pickle.dumps((1, tables, {}, []), protocol=5))
+    backend.commit()
+    backend.close()
+    backend = _open(tmp_path)
+    snap = backend.load()
+    assert snap.deliveries == [(7, 0, 1, 1, (), False, None, 0)]
+    assert snap.messages[1][2] == b"old"
+    backend.close()

@@ -172,3 +172,37 @@ async def test_a_delivery_that_comes_and_goes_between_two_cuts_writes_nothing(tm
     assert store._msgs == {}
     assert session.queue == deque() and not session.inflight
     backend.close()
+
+
+async def test_queue_pops_are_journaled_as_one_head_per_session(tmp_path):
+    directory = tmp_path / "data"
+    backend = SQLiteBackend(directory)
+    backend.open()
+    store = Persistence(backend)
+    broker = Broker(Config())
+    broker.attach_store(store)
+    session = Session(broker, "", "s")
+    broker.sessions[session.sid] = session
+    session.set_expiry(None)
+    for i in range(10):
+        session.enqueue(Message("t", b"%d" % i, 1, False, None, None, ""), 1, (), False)
+    first = store._take()
+    assert len(first.queued) == 10 and len(first.messages) == 10
+    await store._commit(first)
+    for _ in range(4):  # sent and acknowledged
+        message, qos, ids, retain = session.queue[0]
+        session.add_inflight(1, Inflight(message, qos, ids, retain, 0.0))
+        session.unqueue()
+        session.ack(1, 1)
+    batch = store._take()
+    rec = store._recs[session]
+    assert batch.heads == {rec.row: 4}
+    assert batch.deliveries.rows == {} and batch.messages.rows == {}  # no delete per row
+    assert batch.rows_written() == 1
+    await store._commit(batch)
+    snap = _read(directory, tmp_path, "r")
+    assert [snap.messages[row[2]][2] for row in snap.deliveries] == [
+        b"%d" % i for i in range(4, 10)
+    ]
+    assert len(snap.messages) == 6  # the released messages went with the replay
+    backend.close()
