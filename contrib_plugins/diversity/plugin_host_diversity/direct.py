@@ -139,25 +139,28 @@ def {hook}({", ".join(names)}):
     {tail}
 """
     else:
+        # The untimed calls (all but one in SAMPLE) take a path of their own, with the common
+        # answer first.
         source = f"""
 def {hook}({", ".join(names)}):
     if _stats.calls % {sample}:
-        began = None
         try:
             raw = {call}
         except _LuaError as exc:
             return _failed(_entry_error(exc), None)
-    else:
-        began = _perf()
-        try:
-            raw = {call}
-        except _LuaError as exc:
-            return _failed(_entry_error(exc), began)
+        if raw.__class__ is tuple:
+            return _unfinished(raw, None)
+        _stats.calls += 1
+        {tail.replace(chr(10), chr(10) + "    ")}
+    began = _perf()
+    try:
+        raw = {call}
+    except _LuaError as exc:
+        return _failed(_entry_error(exc), began)
     if raw.__class__ is tuple:
         return _unfinished(raw, began)
     _stats.calls += 1
-    if began is not None:
-        _stats.seconds += (_perf() - began) * {sample}
+    _stats.seconds += (_perf() - began) * {sample}
     {tail}
 """
     exec(compile(source, f"<diversity direct caller of {hook}>", "exec"), namespace)
