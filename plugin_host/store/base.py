@@ -187,23 +187,12 @@ def freeze(batch: Batch, wall: float) -> None:
 
     ``wall`` converts the messages' ``time.monotonic()`` expiry deadlines to wall-clock time
     (``time.time() - time.monotonic()``). Messages are immutable once routed, so freezing later
-    than the change that referenced them is fine (even in another thread, once the batch is
-    cut: :func:`freeze_messages`).
+    than the change that referenced them is fine (the tracker leaves it to the commit).
     """
-    freeze_messages(batch, wall)
-    freeze_sessions(batch, wall)
-
-
-def freeze_messages(batch: Batch, wall: float) -> None:
-    """The ``messages`` part of :func:`freeze`."""
     rows = batch.messages.rows
     for key, m in rows.items():
         if m is not None and type(m) is not tuple:
             rows[key] = frozen_message(m, wall)
-
-
-def freeze_sessions(batch: Batch, wall: float) -> None:
-    """:func:`freeze` but for the ``messages`` rows: retained messages and wills."""
     retained = batch.retained
     for key, m in retained.items():
         if m is not None and type(m) is not tuple:

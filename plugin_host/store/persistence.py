@@ -38,16 +38,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import trio
 
-from plugin_host.store.base import (
-    TABLES_MERGED,
-    Batch,
-    StoreBackend,
-    encode,
-    freeze_messages,
-    freeze_sessions,
-    merge,
-    split,
-)
+from plugin_host.store.base import TABLES_MERGED, Batch, StoreBackend, encode, freeze, merge, split
 from plugin_host.store.tracking import MAX_BATCH, Tracker
 
 if TYPE_CHECKING:
@@ -266,14 +257,13 @@ class Persistence(Tracker):
         rows = batch.rows_written()
         t0 = time.perf_counter()
         if rows:
-            wall = time.time() - time.monotonic()
-            freeze_sessions(batch, wall)  # (before their rows are kept for the next fold)
+            freeze(batch, time.time() - time.monotonic())
+            record = encode(batch)
             merge(self._folding, batch, TABLES_MERGED)
             seq = batch.last_seq
-            size: list[int] = []
-            await self._transaction(_journal, self.backend, batch, wall, size, in_thread=True)
+            await self._transaction(self.backend.journal, seq, record)
             self._journal_upto = seq
-            self.stats.journal_bytes += size[-1]
+            self.stats.journal_bytes += len(record)
         self.stats.record(batch, rows, time.perf_counter() - t0)
         self.durable = batch.last_seq
         self._release()
@@ -445,20 +435,6 @@ class Persistence(Tracker):
 
         snap = await trio.to_thread.run_sync(self.backend.load, limiter=self._limiter)
         return restore(self, broker, snap)
-
-
-def _journal(backend: StoreBackend, batch: Batch, wall: float, size: list[int]) -> None:
-    """Freeze the messages of a cut batch, encode it and begin the transaction appending it
-    (``size``: the record's length is appended).
-
-    In the worker thread: a cut batch is no longer changed, messages are immutable once routed,
-    and this CPU work (a few microseconds per row) would otherwise stall the event loop (the
-    deliveries waiting on it) while the thread has nothing to do.
-    """
-    freeze_messages(batch, wall)
-    record = encode(batch)
-    size.append(len(record))
-    backend.journal(batch.last_seq, record)
 
 
 def _begin_commit(backend: StoreBackend, begin: Callable[..., None], args: tuple[Any, ...]) -> None:

@@ -171,7 +171,7 @@ class Tracker:
             mid = self._next_message
             self._next_message = mid + 1
             self._msgs[key] = [mid, 1, message]
-            batch.messages.rows[mid] = message  # (frozen by the writer, off the event loop)
+            batch.messages.rows[mid] = message  # (frozen by the commit: freeze)
             return mid
         entry[1] += 1
         return int(entry[0])
@@ -302,7 +302,7 @@ class Tracker:
                     mid = self._next_message
                     self._next_message = mid + 1
                     msgs[key] = [mid, 1, message]
-                    messages[mid] = message  # (frozen by the writer, off the event loop)
+                    messages[mid] = message  # (frozen by the commit: freeze)
                 else:
                     ref[1] += 1
                     mid = ref[0]
