@@ -8,6 +8,7 @@ semantics of ``Dispatcher.auth``: timeouts, ``on_error``, cancellation, counters
 from __future__ import annotations
 
 import inspect
+import time
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ from structlog.testing import capture_logs
 
 from plugin_host import Deny, hookimpl
 from plugin_host.hooks.results import ALLOW, EXHAUSTED, UNCHANGED, Outcome
+from plugin_host.hooks.runner import SAMPLE_EVERY
 
 PUBLISH = {
     "username": "u",
@@ -185,6 +187,28 @@ async def test_counters_of_sync_calls(make_manager, host):
     stats = dispatcher.stats[("yes", "auth_on_publish")]
     assert (stats.calls, stats.errors) == (6, 0)
     assert stats.seconds >= 0
+
+
+async def test_sync_call_time_is_estimated_from_a_sample(make_manager, host):
+    # One plain call in SAMPLE_EVERY is timed and counts SAMPLE_EVERY times: over whole
+    # multiples of it the estimate of a hook that always takes ~2 ms is close to the truth.
+    class Busy:
+        @hookimpl
+        def auth_on_publish(self, topic):
+            until = time.perf_counter() + 0.002
+            while time.perf_counter() < until:
+                pass
+            return True
+
+    n = 4 * SAMPLE_EVERY
+    async with make_manager({"busy": Busy()}).running(host) as dispatcher:
+        began = time.perf_counter()
+        for _ in range(n):
+            assert dispatcher.auth_now("auth_on_publish", dict(PUBLISH)) is ALLOW
+        wall = time.perf_counter() - began
+    stats = dispatcher.stats[("busy", "auth_on_publish")]
+    assert stats.calls == n
+    assert 0.5 * wall < stats.seconds < 2 * wall
 
 
 async def test_trace_keeps_the_traced_runner(make_manager, host):
