@@ -64,6 +64,18 @@ def publishes_sent(broker: Broker) -> list[int]:
     return sent
 
 
+def traffic_by_type(broker: Broker) -> tuple[list[int], list[int]]:
+    """Wire bytes (received, sent) by packet type number, open connections included."""
+    counters = broker.counters
+    received = list(counters.bytes_received_by_type)
+    sent = list(counters.bytes_sent_by_type)
+    for conn in broker.connections:
+        for kind, size in enumerate(conn.parser.bytes_by_type):
+            received[kind] += size
+        sent[3] += conn.delivered_bytes
+    return received, sent
+
+
 def reason_name(code: int) -> str:
     """``0x87`` -> ``"not_authorized"`` (the MQTT 5 name; hex for unknown codes)."""
     try:
@@ -229,6 +241,25 @@ def broker_families(broker: Broker, info: ServerInfo | None = None) -> Iterator[
     yield sent
     yield _counter("bytes_received", "Bytes read from client sockets.", c.bytes_received)
     yield _counter("bytes_sent", "Bytes written to client sockets.", c.bytes_sent)
+    bytes_in, bytes_out = traffic_by_type(broker)
+    received_bytes = _counter(
+        "packet_bytes_received",
+        "Wire bytes of the MQTT packets received, by type.",
+        labels=("type",),
+    )
+    sent_bytes = _counter(
+        "packet_bytes_sent",
+        "Wire bytes of the MQTT packets sent (buffered), by type.",
+        labels=("type",),
+    )
+    for number in range(1, 16):
+        name = _PACKET_NAMES.get(number)
+        if name in _FROM_CLIENT:
+            received_bytes.add_metric([name], bytes_in[number])
+        if name in _TO_CLIENT:
+            sent_bytes.add_metric([name], bytes_out[number])
+    yield received_bytes
+    yield sent_bytes
 
     pub_in = _counter(
         "publishes_received", "PUBLISH packets received from clients, by QoS.", labels=("qos",)

@@ -96,13 +96,20 @@ class Counters:
     except first deliveries of PUBLISH, which ``publishes_sent`` counts per QoS (as
     ``publishes_received`` does for incoming PUBLISH). QoS 0 deliveries of open connections
     are counted in ``Connection.delivered`` and added here when the connection ends.
+    ``bytes_sent_by_type`` / ``bytes_received_by_type`` (indexed by packet type number) are
+    wire bytes of whole packets: sent ones counted as they are buffered (QoS 0 deliveries of
+    open connections in ``Connection.delivered_bytes``), received ones by each connection's
+    parser (``parser.bytes_by_type``); both are added here when the connection ends, so
+    ``admin.metrics.traffic_by_type`` adds the open connections' figures.
     ``connects_refused_by`` is keyed by the (MQTT 5) CONNACK reason code.
     """
 
     __slots__ = (
         "auth_cancelled",
         "bytes_received",
+        "bytes_received_by_type",
         "bytes_sent",
+        "bytes_sent_by_type",
         "connects",
         "connects_refused",
         "connects_refused_by",
@@ -123,6 +130,8 @@ class Counters:
         self.auth_cancelled = 0
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.bytes_received_by_type = [0] * 16
+        self.bytes_sent_by_type = [0] * 16
         self.connects = 0
         self.connects_refused = 0
         self.connects_refused_by: dict[int, int] = {}
@@ -150,7 +159,14 @@ class Counters:
             for name in self.__slots__
             if name not in ("dropped", "packets_received", "started_at")
         }
-        for name in ("connects_refused_by", "packets_sent", "publishes_received", "publishes_sent"):
+        for name in (
+            "bytes_received_by_type",
+            "bytes_sent_by_type",
+            "connects_refused_by",
+            "packets_sent",
+            "publishes_received",
+            "publishes_sent",
+        ):
             out[name] = out[name].copy()
         out["messages_received"] = self.messages_received
         out["dropped"] = dict(self.dropped)
@@ -331,7 +347,12 @@ class Broker:
 
     def connection_removed(self, conn: Connection) -> None:
         self.connections.discard(conn)
-        self.counters.publishes_sent[0] += conn.delivered
+        counters = self.counters
+        counters.publishes_sent[0] += conn.delivered
+        counters.bytes_sent_by_type[3] += conn.delivered_bytes
+        received = counters.bytes_received_by_type
+        for kind, size in enumerate(conn.parser.bytes_by_type):
+            received[kind] += size
         if not self.connections:
             self._connections_gone.set()
 

@@ -175,6 +175,7 @@ class Connection:
         "connected",
         "deliver_hook",
         "delivered",
+        "delivered_bytes",
         "drained",
         "end_kind",
         "held",
@@ -259,6 +260,7 @@ class Connection:
         #: QoS 0 deliveries sent; a slot of its own is the cheapest per-delivery count (the
         #: broker folds it into ``counters.publishes_sent`` when the connection ends).
         self.delivered = 0
+        self.delivered_bytes = 0
 
     def __repr__(self) -> str:
         return f"Connection({self.client_id!r}, {self.peer_addr}:{self.peer_port})"
@@ -319,8 +321,10 @@ class Connection:
         self.closing = True
         if reason_code is not None and self.v5 and self.connected:
             props = {"reason_string": reason} if reason and self.problem_info else None
-            self.out += encode_disconnect(reason_code, MQTT_5, props)
+            data = encode_disconnect(reason_code, MQTT_5, props)
+            self.out += data
             self.broker.counters.packets_sent[14] += 1
+            self.broker.counters.bytes_sent_by_type[14] += len(data)
         self._read_scope.cancel()
         self._finish_writing()
 
@@ -424,7 +428,10 @@ class Connection:
     def send_bytes(self, data: bytes) -> None:
         """Buffer one encoded packet (not a first PUBLISH delivery: see send_message)."""
         self.out += data
-        self.broker.counters.packets_sent[data[0] >> 4] += 1
+        counters = self.broker.counters
+        kind = data[0] >> 4
+        counters.packets_sent[kind] += 1
+        counters.bytes_sent_by_type[kind] += len(data)
         task = self._parked
         if task is not None:
             self._parked = None
@@ -458,6 +465,7 @@ class Connection:
             return True
         out = self.out
         sent = self.broker.counters.packets_sent
+        sizes = self.broker.counters.bytes_sent_by_type
         while held:
             seq, data = held[0]
             if seq > durable:
@@ -467,6 +475,7 @@ class Connection:
             kind = data[0] >> 4
             if kind != 3:  # (PUBLISH packets are counted where they are made)
                 sent[kind] += 1
+                sizes[kind] += len(data)
         self.wake()
         if held:
             return False
@@ -477,7 +486,9 @@ class Connection:
         self.out += data
         kind = data[0] >> 4
         if kind != 3:
-            self.broker.counters.packets_sent[kind] += 1
+            counters = self.broker.counters
+            counters.packets_sent[kind] += 1
+            counters.bytes_sent_by_type[kind] += len(data)
         self.wake()
 
     def _barrier(self) -> int:
@@ -535,6 +546,7 @@ class Connection:
                     return True
             out += data
             self.delivered += 1
+            self.delivered_bytes += len(data)
             task = self._parked
             if task is not None:
                 self._parked = None
@@ -570,13 +582,17 @@ class Connection:
             out += head
             out += pid.to_bytes(2, "big")
             out += tail
+            size = len(head) + 2 + len(tail)
         else:
             data = self._encode(message, qos, sub_ids, retain, pid)
             if data is None:
                 return True
             out += data
+            size = len(data)
         session.add_inflight(pid, Inflight(message, qos, sub_ids, retain, self.broker.clock))
-        self.broker.counters.publishes_sent[qos] += 1
+        counters = self.broker.counters
+        counters.publishes_sent[qos] += 1
+        counters.bytes_sent_by_type[3] += size
         task = self._parked
         if task is not None:
             self._parked = None
@@ -602,6 +618,7 @@ class Connection:
         before = store.seq
         session.add_inflight(pid, Inflight(message, 2, sub_ids, retain, self.broker.clock))
         self.broker.counters.publishes_sent[2] += 1
+        self.broker.counters.bytes_sent_by_type[3] += len(data)
         self.send_durable(data, store.commit_point(before))
         return True
 
@@ -685,11 +702,14 @@ class Connection:
                 else:
                     self.out += data
                 self.broker.counters.packets_sent[3] += 1
+                self.broker.counters.bytes_sent_by_type[3] += len(data)
             elif barrier:
                 self.send_durable(encode_pubrel(pid, self.level), barrier)
             else:
-                self.out += encode_pubrel(pid, self.level)
+                pubrel = encode_pubrel(pid, self.level)
+                self.out += pubrel
                 self.broker.counters.packets_sent[6] += 1
+                self.broker.counters.bytes_sent_by_type[6] += len(pubrel)
             earliest = min(earliest, now)
         self.wake()
         return earliest
@@ -1404,10 +1424,12 @@ class Connection:
             if p.qos == 1:
                 self.out += bytes((0x40, 2, pid >> 8, pid & 0xFF))
                 self.broker.counters.packets_sent[4] += 1
+                self.broker.counters.bytes_sent_by_type[4] += 4
             else:
                 session.incoming_qos2_add(pid)
                 self.out += bytes((0x50, 2, pid >> 8, pid & 0xFF))
                 self.broker.counters.packets_sent[5] += 1
+                self.broker.counters.bytes_sent_by_type[5] += 4
             task = self._parked
             if task is not None:
                 self._parked = None

@@ -590,9 +590,20 @@ class Parser:
     ``max_packet_size`` (mutable) is checked against the fixed header, before the body is
     buffered. After an :class:`MQTTError` the parser stays failed: every later ``feed`` raises
     the same error. The connection must be closed.
+
+    ``bytes_by_type[n]`` counts the wire bytes (fixed header included) of the complete
+    packets of type number ``n`` parsed so far (for traffic statistics).
     """
 
-    __slots__ = ("_buf", "_error", "_need", "max_packet_size", "protocol_level", "server_side")
+    __slots__ = (
+        "_buf",
+        "_error",
+        "_need",
+        "bytes_by_type",
+        "max_packet_size",
+        "protocol_level",
+        "server_side",
+    )
 
     def __init__(
         self,
@@ -607,6 +618,7 @@ class Parser:
         self._buf = bytearray()
         self._need = 0
         self._error: MQTTError | None = None
+        self.bytes_by_type = [0] * 16
 
     @property
     def buffered(self) -> int:
@@ -663,6 +675,7 @@ class Parser:
         table = self._current_table()
         max_size = self.max_packet_size
         append = out.append
+        sizes = self.bytes_by_type
         while pos < n:
             b1 = data[pos]
             decoder = table[b1]
@@ -703,6 +716,7 @@ class Parser:
                 table = self._current_table()
             else:
                 append(decoder(data, body, end, b1, server))
+            sizes[b1 >> 4] += end - pos
             pos = end
         if pos < n:
             self._buf += memoryview(data)[pos:]

@@ -177,20 +177,25 @@ def admin_broker(tmp_path: Path) -> Callable[..., Any]:
 
 
 class RawClient:
-    """MQTT over a plain socket with exact byte counts (``sent``, ``received``)."""
+    """MQTT over a plain socket with exact byte counts (``sent``, ``received``; per packet
+    type number: ``sent_by_type``, and ``parser.bytes_by_type`` for what was received)."""
 
     def __init__(self, stream: trio.SocketStream, level: int) -> None:
         self.stream = stream
         self.level = level
         self.parser = Parser(server_side=False, protocol_level=level)
         self.sent = 0
+        self.sent_by_type = [0] * 16
         self.received = 0
         self._pending: list[Packet] = []
 
     async def send(self, *packets: Packet) -> None:
-        data = b"".join(encode(p, self.level) for p in packets)
+        encoded = [encode(p, self.level) for p in packets]
+        data = b"".join(encoded)
         await self.stream.send_all(data)
         self.sent += len(data)
+        for one in encoded:
+            self.sent_by_type[one[0] >> 4] += len(one)
 
     async def expect(self, cls: type[Any]) -> Any:
         with trio.fail_after(WAIT):
@@ -208,6 +213,7 @@ class RawClient:
         with trio.fail_after(WAIT):
             while data := await self.stream.receive_some(65536):
                 self.received += len(data)
+                self._pending.extend(self.parser.feed(data))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from plugin_host.mqtt import (
     Subscribe,
     Subscription,
 )
+from plugin_host.mqtt.packets import PacketType
 from plugin_host.plugins.manager import PluginLoadError, PluginManager
 from plugin_host.settings import Config
 from plugin_host.testing import open_client
@@ -64,6 +65,13 @@ async def test_counters_match_the_bytes_and_packets_sent(admin_broker: Any, raw:
         await pub.expect(Pubcomp)
         await pub.send(Pingreq())
         await pub.expect(Pingresp)
+        # Open connections count too (their parsers' and delivery figures, added at scrape),
+        # with the closed one of `bad`.
+        live = await admin.scrape()
+        for ptype in ("connect", "publish", "pubrel", "pingreq"):
+            number = int(getattr(PacketType, ptype.upper()))
+            expected = sum(c.sent_by_type[number] for c in (sub, pub, bad))
+            assert live.value(P + "packet_bytes_received_total", type=ptype) == expected, ptype
         await pub.send(Disconnect())
         await pub.closed()
 
@@ -82,6 +90,9 @@ async def test_counters_match_the_bytes_and_packets_sent(admin_broker: Any, raw:
         m = await admin.scrape()
         sent = sub.sent + pub.sent + bad.sent
         got = sub.received + pub.received + bad.received
+        clients = (sub, pub, bad)
+        sent_by_type = [sum(c.sent_by_type[n] for c in clients) for n in range(16)]
+        got_by_type = [sum(c.parser.bytes_by_type[n] for c in clients) for n in range(16)]
 
     assert m.value(P + "bytes_received_total") == sent
     assert m.value(P + "bytes_sent_total") == got
@@ -118,6 +129,15 @@ async def test_counters_match_the_bytes_and_packets_sent(admin_broker: Any, raw:
     }
     for ptype, count in expected_out.items():
         assert m.value(P + "packets_sent_total", type=ptype) == count, ptype
+    # Bytes by packet type: exactly what the clients sent and received of each type.
+    for ptype in expected_in:
+        number = int(getattr(PacketType, ptype.upper()))
+        assert m.value(P + "packet_bytes_received_total", type=ptype) == sent_by_type[number]
+    for ptype in expected_out:
+        number = int(getattr(PacketType, ptype.upper()))
+        assert m.value(P + "packet_bytes_sent_total", type=ptype) == got_by_type[number]
+    assert sum(sent_by_type) == sent and sum(got_by_type) == got
+    assert m.value(P + "packet_bytes_received_total", type="pingreq") == 2
     assert m.types[P + "bytes_received"] == "counter"
     assert m.value(P + "connections") == 0
     assert m.value(P + "sessions", state="online") == 0
