@@ -221,8 +221,17 @@ def _run_server(config: Config) -> int:
     from plugin_host.store import StoreError
 
     log = structlog.get_logger(__name__)
+
+    async def serve_tuned() -> None:
+        # The broker is this process: once started, tune the collector for it (gc_tuning).
+        from plugin_host.gc_tuning import tune_after_start
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, config)
+            log.info("gc_tuned", **tune_after_start())
+
     try:
-        trio.run(server.serve, config)
+        trio.run(serve_tuned)
     except BaseException as exc:
         leaves = _leaves(exc)
         if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):

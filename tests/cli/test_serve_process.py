@@ -88,6 +88,8 @@ def test_serve_on_an_ephemeral_port_and_stop(serve_process, signum: int) -> None
     assert code == 0, server.events
     assert "Traceback" not in rest
     assert any(event.get("event") == "stopped" for event in server.events)
+    tuned = [event for event in server.events if event.get("event") == "gc_tuned"]
+    assert len(tuned) == 1 and tuned[0]["frozen"] > 0 and tuned[0]["young"] == 10_000
     for event in server.events:  # JSON lines (stderr is not a terminal) with a timestamp
         assert "raw" not in event or not event["raw"].strip(), event
     assert all(
