@@ -51,6 +51,30 @@ class HTTPListener:
     addresses: list[tuple[str, int]]
     ssl_context: ssl.SSLContext | None = None
     state: str = "running"
+    #: The context new handshakes use (see :meth:`reload_tls`); ``ssl_context`` is the one
+    #: the HTTP server was given, which hands each handshake over to this one.
+    current_context: ssl.SSLContext | None = None
+    tls_reloads: int = 0
+
+    def __post_init__(self) -> None:
+        front = self.ssl_context
+        if front is not None:
+            self.current_context = front
+            # The HTTP server keeps the context it got at start; the SNI callback (called for
+            # every handshake, with or without a server name) switches the connection to the
+            # current one, so reloaded certificates apply to new connections only.
+            front.sni_callback = self._use_current
+
+    def _use_current(self, connection: Any, server_name: str | None, _: Any) -> None:
+        current = self.current_context
+        if current is not None and connection.context is not current:
+            connection.context = current
+
+    async def reload_tls(self) -> None:
+        """Re-read this https listener's certificate, key, CA and CRL files (a worker thread);
+        ConfigError keeps the previous ones. Connected clients are not touched."""
+        self.current_context = await trio.to_thread.run_sync(_server_context, self.config)
+        self.tls_reloads += 1
 
     @property
     def name(self) -> str:
@@ -170,6 +194,18 @@ class AdminServer:
     _stop: trio.Event = field(default_factory=trio.Event)
     _done: trio.Event = field(default_factory=trio.Event)
 
+    async def reload_tls(self) -> dict[str, str]:
+        """Reload the certificates of every ``https`` listener (the SIGHUP reload, like the
+        MQTT TLS listeners'): ``{listener id: "reloaded" | "kept previous certificates: ..."}``.
+        """
+        from plugin_host.listeners.tls import reload_certificates
+
+        return await reload_certificates(
+            (f"{lst.kind}.{lst.name}", lst.name, lst.reload_tls)
+            for lst in self.listeners
+            if lst.ssl_context is not None
+        )
+
     def address(self, name: str | None = None) -> tuple[str, int]:
         """The first bound ``(host, port)`` of HTTP listener ``name`` (default: the first)."""
         for listener in self.listeners:
@@ -197,6 +233,7 @@ class AdminServer:
                     f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in lst.addresses
                 ],
                 "connections": None,
+                "tls_reloads": lst.tls_reloads if lst.ssl_context is not None else None,
             }
             for lst in self.listeners
         ]
@@ -219,6 +256,7 @@ async def serve_admin(
     config = broker.config
     admin = AdminServer(info)
     info.admin = admin
+    unregister = None
     try:
         for lc in config.listeners:
             if lc.kind in HTTP_KINDS:
@@ -230,6 +268,8 @@ async def serve_admin(
                     reason="admin.api_key is not set: only /health and /metrics are served",
                 )
             admin.app = AdminApp(info, build_registry(info), config.admin_api_key)
+        if any(listener.ssl_context is not None for listener in admin.listeners):
+            unregister = broker.reloads.register("http_listeners", admin.reload_tls)
         async with trio.open_nursery() as nursery:
             for listener in admin.listeners:
                 await nursery.start(_serve_http, admin, listener)
@@ -248,6 +288,8 @@ async def serve_admin(
             task_status.started(admin)
             await admin._stop.wait()
     finally:
+        if unregister is not None:
+            unregister()
         for listener in admin.listeners:
             listener.state = "stopped"
             listener.close()

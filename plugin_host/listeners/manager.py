@@ -39,7 +39,7 @@ from plugin_host.listeners.tcp import (
     start_accepting,
     stop_accepting,
 )
-from plugin_host.listeners.tls import ServerTLS
+from plugin_host.listeners.tls import ServerTLS, reload_certificates
 from plugin_host.settings import ConfigError, ListenerConfig
 
 if TYPE_CHECKING:
@@ -244,21 +244,11 @@ class ListenerManager:
         files fail to load keeps its previous certificates. Returns ``{listener id: outcome}``
         (``"reloaded"`` or ``"kept previous certificates: <reason>"``).
         """
-        report: dict[str, str] = {}
-        for bound in self._listeners:
-            tls = bound.tls
-            if tls is None:
-                continue
-            lid = listener_id(bound)
-            try:
-                await tls.reload()
-            except ConfigError as exc:
-                report[lid] = f"kept previous certificates: {exc}"
-                log.error("tls_reload_failed", listener=bound.name, error=str(exc))
-            else:
-                report[lid] = "reloaded"
-                log.info("tls_reloaded", listener=bound.name)
-        return report
+        return await reload_certificates(
+            (listener_id(bound), bound.name, bound.tls.reload)
+            for bound in self._listeners
+            if bound.tls is not None
+        )
 
 
 def _options(lc: ListenerConfig) -> dict[str, Any]:

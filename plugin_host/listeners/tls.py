@@ -28,6 +28,7 @@ Option mapping (VerneMQ names, spec section 5):
 from __future__ import annotations
 
 import ssl
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,13 @@ from plugin_host.settings import ConfigError, ListenerConfig
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["PeerCertificate", "ServerTLS", "TLSHandshakeError", "build_server_context"]
+__all__ = [
+    "PeerCertificate",
+    "ServerTLS",
+    "TLSHandshakeError",
+    "build_server_context",
+    "reload_certificates",
+]
 
 _VERSIONS = {
     "tlsv1": ssl.TLSVersion.TLSv1_2,
@@ -232,3 +239,24 @@ def _handshake_reason(exc: BaseException) -> tuple[str, bool]:
     if isinstance(cause, OSError):
         return cause.strerror or str(cause), True
     return str(exc) or "the connection broke during the handshake", True
+
+
+async def reload_certificates(
+    listeners: Iterable[tuple[str, str, Callable[[], Awaitable[None]]]],
+) -> dict[str, str]:
+    """Reload TLS listeners one by one: ``(listener id, name, reload)`` each, where ``reload()``
+    re-reads the files and raises ConfigError to keep the previous ones. Returns
+    ``{listener id: "reloaded" | "kept previous certificates: <reason>"}``, logging
+    ``tls_reloaded`` / ``tls_reload_failed`` (the SIGHUP report of MQTT and https listeners).
+    """
+    report: dict[str, str] = {}
+    for lid, name, reload in listeners:
+        try:
+            await reload()
+        except ConfigError as exc:
+            report[lid] = f"kept previous certificates: {exc}"
+            log.error("tls_reload_failed", listener=name, error=str(exc))
+        else:
+            report[lid] = "reloaded"
+            log.info("tls_reloaded", listener=name)
+    return report

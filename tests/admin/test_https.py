@@ -78,3 +78,56 @@ async def test_reload_runs_what_sighup_runs(admin_broker: Any, cli: Any) -> None
     assert calls == ["reloaded", "reloaded"]
     assert result["reloaded"]["probe"] == "done"
     assert "probe" in text
+
+
+async def test_https_certificates_are_reloaded_for_new_connections_only(
+    tmp_path: Path, api_key: str
+) -> None:
+    # What SIGHUP runs (broker.reload()) also reloads https listeners: new handshakes get the
+    # new certificate, a keep-alive connection opened before goes on, a bad file keeps the
+    # previous certificate.
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    server_pem = tmp_path / "server.pem"
+    old_ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    old_ca.cert_pem.write_to_path(str(tmp_path / "old.pem"))
+    new_ca.cert_pem.write_to_path(str(tmp_path / "new.pem"))
+    conf = tmp_path / "tls.conf"
+    conf.write_text(
+        "listener.tcp.default = 127.0.0.1:0\n"
+        "listener.https.admin = 127.0.0.1:0\n"
+        f"listener.https.admin.certfile = {server_pem}\n"
+        f"listener.https.admin.keyfile = {server_pem}\n"
+        f"admin.api_key = {api_key}\n"
+        "allow_anonymous = on\n"
+        "persistence = off\n"
+    )
+    async with (
+        run_broker(load_config(conf)) as running,
+        HTTPPool(size=1, tls=TLSOptions(cafile=tmp_path / "old.pem")) as before,
+    ):
+        url = running.info.admin.url() + "/health"
+        assert (await before.request("GET", url)).status == 200  # a keep-alive connection
+
+        new_ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+            str(server_pem)
+        )
+        report = await running.broker.reload()
+        assert report["http_listeners"] == {"https.admin": "reloaded"}
+        assert running.info.admin.listeners[0].tls_reloads == 1
+
+        async with HTTPPool(size=1, tls=TLSOptions(cafile=tmp_path / "new.pem")) as pool:
+            assert (await pool.request("GET", url)).status == 200
+        async with HTTPPool(size=1, tls=TLSOptions(cafile=tmp_path / "old.pem")) as pool:
+            try:
+                await pool.request("GET", url)
+                raise AssertionError("the old certificate was still served")
+            except HTTPRequestError as exc:
+                assert exc.kind == "tls"
+        # The connection made before the reload is still served.
+        assert (await before.request("GET", url)).status == 200
+
+        server_pem.write_text("half-written garbage")
+        report = await running.broker.reload()
+        assert report["http_listeners"]["https.admin"].startswith("kept previous certificates")
+        async with HTTPPool(size=1, tls=TLSOptions(cafile=tmp_path / "new.pem")) as pool:
+            assert (await pool.request("GET", url)).status == 200
