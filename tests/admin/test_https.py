@@ -108,9 +108,7 @@ async def test_https_certificates_are_reloaded_for_new_connections_only(
         url = running.info.admin.url() + "/health"
         assert (await before.request("GET", url)).status == 200  # a keep-alive connection
 
-        new_ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-            str(server_pem)
-        )
+        new_ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
         report = await running.broker.reload()
         assert report["http_listeners"] == {"https.admin": "reloaded"}
         assert running.info.admin.listeners[0].tls_reloads == 1
