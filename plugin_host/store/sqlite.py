@@ -28,7 +28,7 @@ import datetime
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,17 @@ def _decode_props(data: bytes | None) -> dict[str, Any] | None:
 
 def _sub_ids(text: str | None) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",")) if text else ()
+
+
+_INSERT_DELIVERIES = "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _delivery_rows(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Delivery rows as stored: subscription ids as one comma-separated text (or NULL)."""
+    return [
+        (s, seq, m, q, ",".join(map(str, ids)) if ids else None, r, pid, st)
+        for s, seq, m, q, ids, r, pid, st in rows
+    ]
 
 
 class SQLiteBackend:
@@ -491,23 +502,9 @@ class SQLiteBackend:
                 "DELETE FROM deliveries WHERE session = ? AND seq = ?",
                 [key for key, row in deliveries.items() if row is None],
             )
-            ex(
-                "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (s, seq, m, q, ",".join(map(str, ids)) if ids else None, r, pid, st)
-                    for s, seq, m, q, ids, r, pid, st in (
-                        row for row in deliveries.values() if row is not None
-                    )
-                ],
-            )
+            ex(_INSERT_DELIVERIES, _delivery_rows(r for r in deliveries.values() if r is not None))
         if batch.queued:
-            ex(
-                "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (s, seq, m, q, ",".join(map(str, ids)) if ids else None, r, pid, st)
-                    for s, seq, m, q, ids, r, pid, st in batch.queued
-                ],
-            )
+            ex(_INSERT_DELIVERIES, _delivery_rows(batch.queued))
         if batch.heads:
             # (after the rows above: a merged batch may hold a row and the head past it)
             ex(

@@ -485,13 +485,8 @@ class Tracker:
             if not rec.dirty:
                 self._dirtied(rec)
 
-    def inflight_changed(self, session: Session, packet_id: int, entry: Inflight) -> None:
-        rec = self._recs.get(session)
-        if rec is not None:
-            rec.touched[packet_id] = None
-            self.seq += 1
-            if not rec.dirty:
-                self._dirtied(rec)
+    # A changed in-flight entry is journaled like a new one: the row is worked out at the cut.
+    inflight_changed = inflight_added
 
     def inflight_removed(self, session: Session, packet_id: int) -> None:
         rec = self._recs.get(session)
