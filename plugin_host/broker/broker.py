@@ -29,7 +29,7 @@ from plugin_host.broker.props import from_hook
 from plugin_host.broker.router import Router
 from plugin_host.broker.session import Session
 from plugin_host.broker.timers import TimerWheel
-from plugin_host.hooks.api import HookDispatch, NoHooks, SessionInfo
+from plugin_host.hooks.api import HookDispatch, NoHooks, SessionInfo, positional_caller
 from plugin_host.mqtt import validate_topic_name
 from plugin_host.mqtt.packets import (
     Auth,
@@ -206,8 +206,11 @@ class Broker:
         self.deliver_hooked = (False, False)
         self.publish_hooked = (False, False)
         self.published_hooked = (False, False)
-        self.publish_args = (True, True)
-        self.auth_now: Any = self.hooks.auth
+        self.publish_auth: tuple[Callable[..., Any], Callable[..., Any]] = (
+            positional_caller(self.hooks.auth, "auth_on_publish"),
+            positional_caller(self.hooks.auth, "auth_on_publish_m5"),
+        )
+        self.publish_props = True
         self._hooks_seen: tuple[Any, Any] = (None, None)
         self.tick()
 
@@ -229,15 +232,20 @@ class Broker:
         self.deliver_hooked = (impl("on_deliver"), impl("on_deliver_m5"))
         self.publish_hooked = (impl("auth_on_publish"), impl("auth_on_publish_m5"))
         self.published_hooked = (impl("on_publish"), impl("on_publish_m5"))
-        # Whether the auth_on_publish chains read any argument (else no args dict is built),
-        # and the dispatcher's coroutine-free entry point (plain ``auth`` for one without).
+        # The auth_on_publish chains' entry points, taking the arguments positionally (the
+        # dispatcher's compiled ones; else ``auth_now`` or plain ``auth`` with an args dict),
+        # and whether the MQTT 5 chain reads the properties (else they are not converted).
+        auth_caller = getattr(hooks, "auth_caller", None)
+        if auth_caller is None:
+            auth = getattr(hooks, "auth_now", None) or hooks.auth
+            self.publish_auth = (
+                positional_caller(auth, "auth_on_publish"),
+                positional_caller(auth, "auth_on_publish_m5"),
+            )
+        else:
+            self.publish_auth = (auth_caller("auth_on_publish"), auth_caller("auth_on_publish_m5"))
         arguments = getattr(hooks, "arguments", None)
-        self.publish_args = (
-            (True, True)
-            if arguments is None
-            else (bool(arguments("auth_on_publish")), bool(arguments("auth_on_publish_m5")))
-        )
-        self.auth_now = getattr(hooks, "auth_now", None) or hooks.auth
+        self.publish_props = arguments is None or "properties" in arguments("auth_on_publish_m5")
         self._hooks_seen = (hooks, generation)
         return now
 

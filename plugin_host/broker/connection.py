@@ -35,7 +35,6 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -43,10 +42,10 @@ import trio
 
 from plugin_host.broker import hookargs
 from plugin_host.broker.message import Message
-from plugin_host.broker.props import from_hook
+from plugin_host.broker.props import from_hook, to_hook
 from plugin_host.broker.session import AWAIT_ACK, Inflight, Session
 from plugin_host.broker.trie import SubOptions
-from plugin_host.hooks.results import Outcome
+from plugin_host.hooks.results import ALLOW, Outcome
 from plugin_host.mqtt import (
     MQTT_5,
     PINGRESP_BYTES,
@@ -1307,12 +1306,22 @@ class Connection:
     def _publish_checked(self, p: Publish, topic: str) -> Any:
         """auth_on_publish(_m5) on the per-message path: when the chain answers at once (plain
         hookimpls) the PUBLISH is handled here without a coroutine; else an awaitable."""
-        v5 = self.v5
         broker = self.broker
-        args: Mapping[str, Any] = hookargs.NO_ARGS  # when no hookimpl reads an argument
-        if broker.publish_args[v5]:
-            args = hookargs.publish(self, topic, p.payload, p.qos, p.retain, p.properties, v5)
-        result = broker.auth_now("auth_on_publish_m5" if v5 else "auth_on_publish", args)
+        if self.v5:
+            result = broker.publish_auth[1](
+                self.username, self.mountpoint, self.client_id, p.qos, topic, p.payload,
+                p.retain, to_hook(p.properties) if broker.publish_props else None,
+            )  # fmt: skip
+        else:
+            result = broker.publish_auth[0](
+                self.username, self.mountpoint, self.client_id, p.qos, topic, p.payload, p.retain
+            )
+        if result is ALLOW:  # the common answer: nothing to apply
+            if not self.closing:
+                self._accept_publish(
+                    p, topic, p.payload, p.qos, p.retain, p.properties, self.mountpoint
+                )
+            return None
         if result.__class__ is Outcome:
             return self._publish_decided(p, topic, result)
         return self._publish_awaited(p, topic, result)

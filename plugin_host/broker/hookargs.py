@@ -7,8 +7,6 @@ of this runs for a hook nobody implements.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from plugin_host.broker.props import to_hook
@@ -21,9 +19,6 @@ if TYPE_CHECKING:
 
 RETAIN_HANDLING = ("send_retain", "send_if_new_sub", "dont_send")
 
-#: The args of a chain none of whose hookimpls reads an argument (``Dispatcher.arguments``
-#: is empty): shared, never to be mutated.
-NO_ARGS: Mapping[str, Any] = MappingProxyType({})
 
 LISTENER_TYPES = {"tcp": "mqtt", "ssl": "mqtts", "ws": "mqttws", "wss": "mqttwss"}
 

@@ -21,7 +21,10 @@ Rules the broker relies on:
   ``auth_now(hook, args)`` is ``auth`` without the coroutine when the chain answers at once (it
   returns the ``Outcome``, or an awaitable of it to await at once); ``arguments(hook)`` is the
   set of argument names the chain reads (the broker may leave the others out of ``args``);
-  ``generation`` changes whenever ``implemented``/``arguments`` may answer differently.
+  ``generation`` changes whenever ``implemented``/``arguments`` may answer differently;
+  ``auth_caller(hook)`` is ``auth_now`` for one hook taking its arguments positionally
+  (hookspec order), which the dispatcher compiles for the common one-hookimpl chain
+  (:func:`positional_caller` is the plain version, for dispatchers without it).
 * ``args`` uses the argument names and Python types of the plugin API (DESIGN section 4):
   ``peer_addr``, ``peer_port``, ``mountpoint``, ``client_id``, ``username``, ``password``
   (bytes), ``clean_session``/``clean_start``, ``qos``, ``topic``, ``payload`` (bytes),
@@ -35,6 +38,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from plugin_host.hooks.results import ALLOW, Outcome
+from plugin_host.hooks.specs import HOOK_ARGS
+
+
+def positional_caller(auth: Callable[[str, dict[str, Any]], Any], hook: str) -> Callable[..., Any]:
+    """``auth(hook, args)`` as a function of the hook's arguments passed positionally, in
+    hookspec order (:data:`~plugin_host.hooks.specs.HOOK_ARGS`)."""
+    names = HOOK_ARGS[hook]
+
+    def caller(*values: Any) -> Any:
+        return auth(hook, dict(zip(names, values, strict=True)))
+
+    return caller
 
 
 class HookDispatch(Protocol):

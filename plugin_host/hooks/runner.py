@@ -16,6 +16,10 @@ Hot-path rules:
   first ``async def`` hookimpl (or a plain one that hands back an awaitable) it returns an
   awaitable that runs the rest of the chain exactly like :meth:`Dispatcher.auth` does.
   :meth:`Dispatcher.auth` is ``auth_now`` plus the await.
+* :meth:`Dispatcher.auth_caller` is ``auth_now`` for one hook with the arguments passed
+  positionally: for a chain of one plain hookimpl (the usual per-message set-up) it is one
+  compiled function that calls the hookimpl with its arguments straight from the caller's, so
+  no args dict is built unless the answer is something other than ``True``.
 * A plain (sync) hookimpl is called directly on the event loop: it must be quick. An
   ``async def`` one is awaited under ``hook_timeout``.
 * A plugin may hand the dispatcher a specialised callable to call instead of one of its
@@ -51,11 +55,11 @@ import pluggy
 import structlog
 import trio
 
-from plugin_host.hooks.api import HookDispatch
+from plugin_host.hooks.api import HookDispatch, positional_caller
 from plugin_host.hooks.modifiers import LIST_RESULT_HOOKS, InvalidResult
 from plugin_host.hooks.normalise import deny_outcome, normalise_result
 from plugin_host.hooks.results import ALLOW, EXHAUSTED, UNCHANGED, Deny, Outcome
-from plugin_host.hooks.specs import ALL_HOOKS, CHAIN_HOOKS, RESULT_OPTIONAL_HOOKS
+from plugin_host.hooks.specs import ALL_HOOKS, CHAIN_HOOKS, HOOK_ARGS, RESULT_OPTIONAL_HOOKS
 
 __all__ = ["AuthResult", "ChainMember", "Dispatcher", "HookCall", "HookStats", "trace_enabled"]
 
@@ -327,6 +331,7 @@ class Dispatcher(HookDispatch):
         self._implemented = frozenset(chains)
         self._arguments = arguments
         self._restricted_chains: dict[tuple[str, tuple[str, ...]], tuple[HookCall, ...]] = {}
+        self._callers: dict[str, Callable[..., AuthResult]] = {}
         self.generation += 1
 
     def _restricted(self, hook: str, plugins: tuple[str, ...]) -> tuple[HookCall, ...] | None:
@@ -498,6 +503,7 @@ class Dispatcher(HookDispatch):
             # total). Calls that hand back an awaitable are always timed (see _auth_rest).
             timed = not stats.calls % SAMPLE_EVERY
             started = perf() if timed else 0.0
+            result: AuthResult | None
             try:
                 extract = call.extract
                 if extract is None:
@@ -509,27 +515,117 @@ class Dispatcher(HookDispatch):
                         values = self._arguments_of(call, args)
                     value = call.function(*values)
             except Exception as exc:
-                stats.calls += 1
-                if timed:
-                    stats.seconds += (perf() - started) * SAMPLE_EVERY
-                outcome = self._raised(call, hook, exc)
+                result = self._call_raised(call, hook, exc, started, timed)
             else:
                 if value is True:  # the common answer: the shared ALLOW, nothing to check
                     stats.calls += 1
                     if timed:
                         stats.seconds += (perf() - started) * SAMPLE_EVERY
                     return ALLOW
-                if value.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(value):
-                    return self._auth_rest(
-                        hook, args, chain, index, value, started if timed else perf()
-                    )
-                stats.calls += 1
-                if timed:
-                    stats.seconds += (perf() - started) * SAMPLE_EVERY
-                outcome = None if value is None else self._normalised(call, hook, value, args)
-            if outcome is not None:
-                return outcome
+                result = self._call_answered(call, hook, args, chain, index, value, started, timed)
+            if result is not None:
+                return result
         return UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
+
+    def _call_raised(
+        self, call: HookCall, hook: str, exc: Exception, started: float, timed: bool
+    ) -> Outcome | None:
+        """A plain hookimpl of a chain (called at ``started``, timed or not) raised."""
+        stats = call.stats
+        stats.calls += 1
+        if timed:
+            stats.seconds += (time.perf_counter() - started) * SAMPLE_EVERY
+        return self._raised(call, hook, exc)
+
+    def _call_answered(
+        self,
+        call: HookCall,
+        hook: str,
+        args: Mapping[str, Any],
+        chain: tuple[HookCall, ...],
+        index: int,
+        value: Any,
+        started: float,
+        timed: bool,
+    ) -> AuthResult | None:
+        """What the plain hookimpl ``chain[index]`` answered (anything but ``True``): its
+        outcome, ``None`` for next, or an awaitable of the chain's outcome when it handed
+        back something to await."""
+        if value.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(value):
+            return self._auth_rest(
+                hook, args, chain, index, value, started if timed else time.perf_counter()
+            )
+        stats = call.stats
+        stats.calls += 1
+        if timed:
+            stats.seconds += (time.perf_counter() - started) * SAMPLE_EVERY
+        return None if value is None else self._normalised(call, hook, value, args)
+
+    def auth_caller(self, hook: str) -> Callable[..., AuthResult]:
+        """:meth:`auth_now` for ``hook`` (whole chain), taking the hook's arguments
+        positionally in hookspec order (:data:`~plugin_host.hooks.specs.HOOK_ARGS`).
+
+        The per-message path's entry point. For a chain of one plain hookimpl (no tracing)
+        the function is compiled for it: the hookimpl gets its arguments straight from the
+        caller's, ``True`` is the shared ``ALLOW``, and the args dict is built only for
+        other answers (validation needs it). Anything else is ``auth_now`` with the dict.
+        Valid until the tables are rebuilt (:attr:`generation` changes); then ask again.
+        """
+        caller = self._callers.get(hook)
+        if caller is None:
+            caller = self._callers[hook] = self._compile_caller(hook)
+        return caller
+
+    def _compile_caller(self, hook: str) -> Callable[..., AuthResult]:
+        names = HOOK_ARGS[hook]
+        chain = self._chains.get(hook)
+        if (
+            chain is None
+            or len(chain) != 1
+            or chain[0].is_async
+            or self.trace
+            or not set(chain[0].argnames) <= set(names)
+        ):
+            return positional_caller(self.auth_now, hook)
+        call = chain[0]
+        exhausted = UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
+
+        def raised(exc: Exception, started: float, timed: bool) -> AuthResult:
+            return self._call_raised(call, hook, exc, started, timed) or exhausted
+
+        def answered(value: Any, args: dict[str, Any], started: float, timed: bool) -> AuthResult:
+            result = self._call_answered(call, hook, args, chain, 0, value, started, timed)
+            return exhausted if result is None else result
+
+        # Spec argument names are plain identifiers (no leading underscore): the locals and
+        # globals of the compiled function below start with one, so they never clash.
+        args_dict = "{" + ", ".join(f"{name!r}: {name}" for name in names) + "}"
+        source = f"""
+def {hook}({", ".join(names)}):
+    _timed = not _stats.calls % {SAMPLE_EVERY}
+    _started = _perf() if _timed else 0.0
+    try:
+        _value = _function({", ".join(call.argnames)})
+    except Exception as _exc:
+        return _raised(_exc, _started, _timed)
+    if _value is True:
+        _stats.calls += 1
+        if _timed:
+            _stats.seconds += (_perf() - _started) * {SAMPLE_EVERY}
+        return _ALLOW
+    return _answered(_value, {args_dict}, _started, _timed)
+"""
+        namespace: dict[str, Any] = {
+            "_stats": call.stats,
+            "_perf": time.perf_counter,
+            "_function": call.function,
+            "_raised": raised,
+            "_answered": answered,
+            "_ALLOW": ALLOW,
+        }
+        exec(compile(source, f"<auth caller of {hook}>", "exec"), namespace)  # our own text
+        compiled: Callable[..., AuthResult] = namespace[hook]
+        return compiled
 
     async def _auth_rest(
         self,

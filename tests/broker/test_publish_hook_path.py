@@ -122,3 +122,44 @@ async def test_hooks_changed_switches_the_publish_path_from_the_next_batch():
                 message = await sub.receive()
     assert message.payload == b"2"
     assert toggle.calls == 1
+
+
+async def test_mqtt5_properties_reach_a_hook_that_reads_them():
+    class Props:
+        def __init__(self) -> None:
+            self.seen: list[dict] = []
+
+        @hookimpl
+        def auth_on_publish_m5(self, topic, properties):
+            self.seen.append(properties)
+            if topic == "tag":
+                return {"properties": {**properties, "p_user_property": [("tagged", "yes")]}}
+            return True
+
+    class TopicOnly:
+        @hookimpl
+        def auth_on_publish_m5(self, topic):
+            return True
+
+    props = Props()
+    user = {"user_property": [("k", "v")], "content_type": "text/plain"}
+    async with run_broker(plugins={"p": props}) as broker:
+        # the chain reads the properties: the broker converts them for it
+        assert broker.broker.publish_props
+        async with open_client(broker.address, client_id="sub", protocol=5) as sub:
+            await sub.subscribe("tag", 0)
+            async with open_client(broker.address, client_id="pub", protocol=5) as pub:
+                await pub.publish("plain", b"1", qos=1, properties=user)
+                await pub.publish("tag", b"2", qos=1, properties=user)
+            message = await sub.receive()
+    assert props.seen == [
+        {"p_user_property": [("k", "v")], "p_content_type": "text/plain"},
+        {"p_user_property": [("k", "v")], "p_content_type": "text/plain"},
+    ]
+    assert message.properties["user_property"] == [("tagged", "yes")]
+    async with run_broker(plugins={"t": TopicOnly()}) as broker:
+        # nobody reads them: not converted per message
+        assert not broker.broker.publish_props
+        async with open_client(broker.address, client_id="pub", protocol=5) as pub:
+            ack = await pub.publish("x", b"1", qos=1, properties=user)
+            assert isinstance(ack, Puback) and ack.reason_code == 0

@@ -3,8 +3,10 @@
 Runs in-process, without sockets: the real plugin manager and :class:`Dispatcher`, the real
 diversity plugin with a trivial Lua hook (``return true``), called the way the broker's
 per-message path calls it (``dispatcher.auth_now(hook, args)`` with the args dict the broker
-builds). For reference the same loop runs with the trivial Python hook of the benchmark's
-``plugin-host+pyhook`` variant.
+builds), and the way the broker calls it now: ``dispatcher.auth_caller(hook)`` with the
+arguments passed positionally (compiled for a one-hookimpl chain: no args dict). For reference
+the same loops run with the trivial Python hook of the benchmark's ``plugin-host+pyhook``
+variant.
 
     .venv/bin/python contrib_plugins/diversity/bench/call_bench.py [--calls N] [--profile]
 
@@ -69,7 +71,19 @@ def _loop(auth_now: Any, hook: str, calls: int) -> float:
     return elapsed / calls * 1e6
 
 
-async def _measure(conf_text: str, plugins: dict[str, Any], calls: int, profile: bool) -> float:
+def _positional_loop(caller: Any, calls: int) -> float:
+    values = tuple(_args().values())
+    began = time.perf_counter()
+    for _ in range(calls):
+        result = caller(*values)
+    elapsed = time.perf_counter() - began
+    assert result.allowed, result
+    return elapsed / calls * 1e6
+
+
+async def _measure(
+    conf_text: str, plugins: dict[str, Any], calls: int, profile: bool
+) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         lua_dir = Path(tmp) / "lua"
         lua_dir.mkdir()
@@ -81,11 +95,14 @@ async def _measure(conf_text: str, plugins: dict[str, Any], calls: int, profile:
         async with manager.running(_Host()) as dispatcher:
             _loop(dispatcher.auth_now, "auth_on_publish", 20_000)  # warm up
             best = min(_loop(dispatcher.auth_now, "auth_on_publish", calls) for _ in range(5))
+            caller = dispatcher.auth_caller("auth_on_publish")
+            _positional_loop(caller, 20_000)
+            best_positional = min(_positional_loop(caller, calls) for _ in range(5))
             if profile:
                 profiler = cProfile.Profile()
-                profiler.runcall(_loop, dispatcher.auth_now, "auth_on_publish", calls)
+                profiler.runcall(_positional_loop, caller, calls)
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
-            return best
+            return best, best_positional
 
 
 def main() -> None:
@@ -102,7 +119,11 @@ def main() -> None:
         options.profile,
     )
     py = trio.run(_measure, base, {"pyhook": PyHook()}, options.calls, False)
-    print(f"auth_on_publish through the dispatcher: Lua {lua:.2f} us/call, Python {py:.2f} us/call")
+    print(
+        "auth_on_publish, us/call: "
+        f"auth_now(hook, args) Lua {lua[0]:.2f}, Python {py[0]:.2f}; "
+        f"auth_caller(hook)(*values) Lua {lua[1]:.2f}, Python {py[1]:.2f}"
+    )
 
 
 if __name__ == "__main__":
