@@ -406,14 +406,27 @@ class Connection:
         queue = session.queue
         hook = self.deliver_hook
         hooks = self.broker.hooks
+        # The dispatcher's positional entry point (no args dict for a one-hookimpl chain).
+        callers = getattr(hooks, "auth_caller", None)
         while queue and not self.closing and session.conn is self:
             message, qos, sub_ids, retain = queue[0]
             if qos and (session.window_full(self.window) or len(self.out) >= self.max_buffer):
                 break
             if hooks.implemented(hook):
-                outcome = await hooks.auth(
-                    hook, hookargs.deliver(self, message, qos, retain, self.v5)
-                )
+                if callers is None:
+                    result = hooks.auth(hook, hookargs.deliver(self, message, qos, retain, self.v5))
+                elif self.v5:
+                    result = callers(hook)(
+                        self.username, self.mountpoint, self.client_id, qos, message.topic,
+                        message.payload, retain,
+                        to_hook(message.out_properties(time.monotonic())),  # exact expiry
+                    )  # fmt: skip
+                else:
+                    result = callers(hook)(
+                        self.username, self.mountpoint, self.client_id, qos, message.topic,
+                        message.payload, retain,
+                    )  # fmt: skip
+                outcome = result if isinstance(result, Outcome) else await result
                 if not queue or queue[0][0] is not message:
                     continue  # the queue changed under us (session taken over/cleared)
                 if outcome.allowed and outcome.modifiers:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import trio
 
 from plugin_host import Deny, hookimpl
+from plugin_host.hooks.results import Outcome
 from plugin_host.mqtt import Puback
 from plugin_host.testing import open_client, run_broker
 
@@ -163,3 +164,47 @@ async def test_mqtt5_properties_reach_a_hook_that_reads_them():
         async with open_client(broker.address, client_id="pub", protocol=5) as pub:
             ack = await pub.publish("x", b"1", qos=1, properties=user)
             assert isinstance(ack, Puback) and ack.reason_code == 0
+
+
+class MinimalDispatch:
+    """A HookDispatch with only the three required methods (no auth_now / auth_caller /
+    arguments): the broker falls back to ``auth`` with full argument dicts."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def implemented(self, hook: str) -> bool:
+        return hook.startswith(("auth_on_publish", "on_deliver"))
+
+    async def auth(self, hook: str, args: dict) -> Outcome:
+        self.calls.append((hook, args))
+        if hook.startswith("auth_on_publish"):
+            return Outcome(allowed=True, modifiers={"payload": args["payload"] + b"+p"})
+        return Outcome(allowed=True, modifiers={"payload": args["payload"] + b"+d"})
+
+    def notify(self, hook: str, args: dict) -> None:
+        pass
+
+
+async def test_a_dispatcher_without_the_fast_entry_points_gets_full_argument_dicts():
+    hooks = MinimalDispatch()
+    async with run_broker(hooks=hooks, allow_anonymous=True) as broker:
+        for protocol in (4, 5):
+            async with open_client(
+                broker.address, client_id=f"s{protocol}", protocol=protocol
+            ) as sub:
+                await sub.subscribe("m", 0)
+                async with open_client(
+                    broker.address, client_id=f"p{protocol}", protocol=protocol
+                ) as pub:
+                    await pub.publish("m", b"x", qos=1)
+                message = await sub.receive()
+            assert message.payload == b"x+p+d"
+    published = [args for hook, args in hooks.calls if hook.startswith("auth_on_publish")]
+    delivered = [args for hook, args in hooks.calls if hook.startswith("on_deliver")]
+    assert [set(a) for a in published] == [
+        {"username", "mountpoint", "client_id", "qos", "topic", "payload", "retain"},
+        {"username", "mountpoint", "client_id", "qos", "topic", "payload", "retain", "properties"},
+    ]
+    assert [a["client_id"] for a in delivered] == ["s4", "s5"]
+    assert "properties" in delivered[1]
