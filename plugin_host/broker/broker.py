@@ -599,7 +599,9 @@ class Broker:
         A filter is refused when the chain denies it (or is exhausted) or answers with a
         rejection QoS (0x80 and above) for it; an allowed filter is kept as it is. Returns the
         removed filters (``on_topic_unsubscribed`` fires for them). Nothing happens for an
-        unknown session or when no plugin answers the hook.
+        unknown session or when no plugin answers the hook. The chain is that of the
+        listener the client is connected through (its ``authz_plugins``); every plugin for
+        an offline session.
         """
         session = self.sessions.get((mountpoint, client_id))
         if session is None:
@@ -610,6 +612,7 @@ class Broker:
             return []
         if username is None:
             username = session.username
+        chain = session.conn.authz_chain if session.conn is not None else None
         removed: list[str] = []
         for full_filter, opts in list(session.subscriptions.items()):
             entry = (full_filter, opts.qos, opts.no_local, opts.rap, opts.retain_handling)
@@ -621,7 +624,10 @@ class Broker:
             }
             if v5:
                 args["properties"] = {}
-            outcome = await self.hooks.auth(hook, args)
+            if chain is None:
+                outcome = await self.hooks.auth(hook, args)
+            else:
+                outcome = await self.hooks.auth(hook, args, chain)
             topics = outcome.topics
             if topics is None and outcome.modifiers:
                 topics = outcome.modifiers.get("topics")

@@ -35,6 +35,7 @@ import math
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -165,7 +166,9 @@ class Connection:
         "alias_in_max",
         "alias_out",
         "alias_out_max",
+        "auth_chain",
         "auth_method",
+        "authz_chain",
         "bridge",
         "broker",
         "client_id",
@@ -214,6 +217,11 @@ class Connection:
         self.broker = broker
         self.stream = stream
         self.listener = listener
+        # The listener's explicit plugin chains (spec 1.3), None = every enabled plugin:
+        # auth_plugins for auth_on_register(_m5) / on_auth_m5, authz_plugins for
+        # auth_on_publish(_m5) / auth_on_subscribe(_m5).
+        self.auth_chain: tuple[str, ...] | None = listener.config.auth_plugins
+        self.authz_chain: tuple[str, ...] | None = listener.config.authz_plugins
         #: What the listener learnt before MQTT: PROXY peer, TLS client certificate, identity.
         self.info = info
         self.peer_addr, self.peer_port = info.peer if info is not None else _peer_of(stream)
@@ -1053,7 +1061,7 @@ class Connection:
                     v3=5,
                 )
             args = hookargs.register(self, pkt, client_id, v5)
-            outcome, more = await self._call_watching(hook, args)
+            outcome, more = await self._call_watching(hook, args, self.auth_chain)
             pending += more
             if not outcome.allowed:
                 code = outcome.reason_code if v5 and outcome.reason_code else RC_BAD_CREDENTIALS
@@ -1099,7 +1107,7 @@ class Connection:
                     will_msg.properties,
                     v5,
                 )
-                outcome, more = await self._call_watching(pub_hook, args)
+                outcome, more = await self._call_watching(pub_hook, args, self.authz_chain)
                 pending += more
                 if not outcome.allowed:
                     raise ConnectRefused(
@@ -1154,18 +1162,29 @@ class Connection:
         broker.attach(self, session, present)
         return pending
 
-    async def _call_watching(self, hook: str, args: dict[str, Any]) -> tuple[Outcome, bytes]:
-        """Run an auth chain while watching the socket: cancelled if the client goes away.
+    def _ask(
+        self, hook: str, args: dict[str, Any], chain: tuple[str, ...] | None
+    ) -> Awaitable[Outcome]:
+        """``hooks.auth`` restricted to a listener's explicit plugin ``chain`` (if any)."""
+        hooks = self.broker.hooks
+        if chain is None:
+            return hooks.auth(hook, args)
+        return hooks.auth(hook, args, chain)
+
+    async def _call_watching(
+        self, hook: str, args: dict[str, Any], chain: tuple[str, ...] | None
+    ) -> tuple[Outcome, bytes]:
+        """Run an auth chain (restricted to the listener's ``chain``, if any) while watching
+        the socket: cancelled if the client goes away.
 
         Bytes the client sends meanwhile (pipelined packets) are returned for later parsing.
         """
-        hooks = self.broker.hooks
         result: list[Any] = []
         received = bytearray()
         gone = False
 
         async def call(cancel: trio.CancelScope) -> None:
-            result.append(await hooks.auth(hook, args))
+            result.append(await self._ask(hook, args, chain))
             cancel.cancel()
 
         async def watch() -> None:
@@ -1201,7 +1220,7 @@ class Connection:
         pending = b""
         while True:
             args = hookargs.auth(self, method, data)
-            outcome, more = await self._call_watching("on_auth_m5", args)
+            outcome, more = await self._call_watching("on_auth_m5", args, self.auth_chain)
             pending += more
             if not outcome.allowed:
                 if outcome.reason_code:
@@ -1320,6 +1339,8 @@ class Connection:
         """auth_on_publish(_m5) on the per-message path: when the chain answers at once (plain
         hookimpls) the PUBLISH is handled here without a coroutine; else an awaitable."""
         broker = self.broker
+        if self.authz_chain is not None:
+            return self._publish_restricted(p, topic)
         if self.v5:
             result = broker.publish_auth[1](
                 self.username, self.mountpoint, self.client_id, p.qos, topic, p.payload,
@@ -1339,6 +1360,22 @@ class Connection:
             return self._publish_decided(p, topic, result)
         return self._publish_awaited(p, topic, result)
 
+    def _publish_restricted(self, p: Publish, topic: str) -> Any:
+        """:meth:`_publish_checked` on a listener with its own ``authz_plugins`` chain."""
+        v5 = self.v5
+        hook = "auth_on_publish_m5" if v5 else "auth_on_publish"
+        hooks = self.broker.hooks
+        callers = getattr(hooks, "auth_caller", None)
+        if callers is None:
+            return self._publish_authorised(p, topic, hook)
+        values = [self.username, self.mountpoint, self.client_id, p.qos, topic, p.payload, p.retain]
+        if v5:
+            values.append(to_hook(p.properties))
+        result = callers(hook, self.authz_chain)(*values)
+        if result.__class__ is Outcome:
+            return self._publish_decided(p, topic, result)
+        return self._publish_awaited(p, topic, result)
+
     async def _publish_awaited(self, p: Publish, topic: str, result: Any) -> None:
         pending = self._publish_decided(p, topic, await result)
         if pending is not None:
@@ -1347,7 +1384,7 @@ class Connection:
     async def _publish_authorised(self, p: Publish, topic: str, hook: str) -> None:
         v5 = self.v5
         args = hookargs.publish(self, topic, p.payload, p.qos, p.retain, p.properties, v5)
-        pending = self._publish_decided(p, topic, await self.broker.hooks.auth(hook, args))
+        pending = self._publish_decided(p, topic, await self._ask(hook, args, self.authz_chain))
         if pending is not None:
             await pending
 
@@ -1546,7 +1583,7 @@ class Connection:
         ]
         valid = [i for i, c in enumerate(codes) if c is None]
         args = hookargs.subscribe(self, [requested[i] for i in valid], p.properties, v5)
-        outcome = await self.broker.hooks.auth(hook, args)
+        outcome = await self._ask(hook, args, self.authz_chain)
         if self.closing:
             return
         ack_props: dict[str, Any] | None = None
@@ -1724,7 +1761,7 @@ class Connection:
         return self._reauth(method, p.properties.get("authentication_data"))
 
     async def _reauth(self, method: str, data: bytes | None) -> None:
-        outcome = await self.broker.hooks.auth("on_auth_m5", hookargs.auth(self, method, data))
+        outcome = await self._ask("on_auth_m5", hookargs.auth(self, method, data), self.auth_chain)
         if self.closing:
             return
         if not outcome.allowed:

@@ -59,8 +59,14 @@ class HookDispatch(Protocol):
         """True when at least one enabled plugin currently answers ``hook``."""
         ...
 
-    async def auth(self, hook: str, args: dict[str, Any]) -> Outcome:
-        """Run the conditional chain for ``hook`` and return what it decided."""
+    async def auth(
+        self, hook: str, args: dict[str, Any], plugins: tuple[str, ...] | None = None
+    ) -> Outcome:
+        """Run the conditional chain for ``hook`` and return what it decided.
+
+        ``plugins`` (a listener's ``auth_plugins`` / ``authz_plugins``) restricts and orders
+        the chain to those plugin names; the broker passes it only when a listener has one.
+        """
         ...
 
     def notify(self, hook: str, args: dict[str, Any]) -> None:
@@ -79,10 +85,14 @@ class NoHooks:
     def arguments(self, hook: str) -> frozenset[str]:
         return frozenset()
 
-    async def auth(self, hook: str, args: dict[str, Any]) -> Outcome:
+    async def auth(
+        self, hook: str, args: dict[str, Any], plugins: tuple[str, ...] | None = None
+    ) -> Outcome:
         return ALLOW
 
-    def auth_now(self, hook: str, args: Mapping[str, Any]) -> Outcome:
+    def auth_now(
+        self, hook: str, args: Mapping[str, Any], plugins: tuple[str, ...] | None = None
+    ) -> Outcome:
         return ALLOW
 
     def notify(self, hook: str, args: dict[str, Any]) -> None:

@@ -331,7 +331,7 @@ class Dispatcher(HookDispatch):
         self._implemented = frozenset(chains)
         self._arguments = arguments
         self._restricted_chains: dict[tuple[str, tuple[str, ...]], tuple[HookCall, ...]] = {}
-        self._callers: dict[str, Callable[..., AuthResult]] = {}
+        self._callers: dict[tuple[str, tuple[str, ...] | None], Callable[..., AuthResult]] = {}
         self.generation += 1
 
     def _restricted(self, hook: str, plugins: tuple[str, ...]) -> tuple[HookCall, ...] | None:
@@ -561,9 +561,11 @@ class Dispatcher(HookDispatch):
             stats.seconds += (time.perf_counter() - started) * SAMPLE_EVERY
         return None if value is None else self._normalised(call, hook, value, args)
 
-    def auth_caller(self, hook: str) -> Callable[..., AuthResult]:
-        """:meth:`auth_now` for ``hook`` (whole chain), taking the hook's arguments
-        positionally in hookspec order (:data:`~plugin_host.hooks.specs.HOOK_ARGS`).
+    def auth_caller(
+        self, hook: str, plugins: tuple[str, ...] | None = None
+    ) -> Callable[..., AuthResult]:
+        """:meth:`auth_now` for ``hook`` (and ``plugins``, as there), taking the hook's
+        arguments positionally in hookspec order (:data:`~plugin_host.hooks.specs.HOOK_ARGS`).
 
         The per-message path's entry point. For a chain of one plain hookimpl (no tracing)
         the function is compiled for it: the hookimpl gets its arguments straight from the
@@ -571,14 +573,17 @@ class Dispatcher(HookDispatch):
         other answers (validation needs it). Anything else is ``auth_now`` with the dict.
         Valid until the tables are rebuilt (:attr:`generation` changes); then ask again.
         """
-        caller = self._callers.get(hook)
+        key = (hook, plugins)
+        caller = self._callers.get(key)
         if caller is None:
-            caller = self._callers[hook] = self._compile_caller(hook)
+            caller = self._callers[key] = self._compile_caller(hook, plugins)
         return caller
 
-    def _compile_caller(self, hook: str) -> Callable[..., AuthResult]:
+    def _compile_caller(
+        self, hook: str, plugins: tuple[str, ...] | None
+    ) -> Callable[..., AuthResult]:
         names = HOOK_ARGS[hook]
-        chain = self._chains.get(hook)
+        chain = self._chains.get(hook) if plugins is None else self._restricted(hook, plugins)
         if (
             chain is None
             or len(chain) != 1
@@ -586,7 +591,10 @@ class Dispatcher(HookDispatch):
             or self.trace
             or not set(chain[0].argnames) <= set(names)
         ):
-            return positional_caller(self.auth_now, hook)
+            if plugins is None:
+                return positional_caller(self.auth_now, hook)
+            auth_now = self.auth_now
+            return positional_caller(lambda h, args: auth_now(h, args, plugins), hook)
         call = chain[0]
         exhausted = UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
 

@@ -184,3 +184,18 @@ async def test_cancelling_an_answer_later_propagates(make_manager, host, autojum
             await dispatcher.auth_caller("auth_on_publish")(*VALUES)
         assert scope.cancelled_caught
         assert later.cancelled
+
+
+async def test_a_listener_chain_has_its_own_caller(make_manager, host):
+    no, yes, other = Answer(False), Answer(True), Answer(None)
+    async with make_manager({"a": no, "b": yes, "c": other}).running(host) as dispatcher:
+        assert not dispatcher.auth_caller("auth_on_publish")(*VALUES).allowed  # a first
+        only_b = dispatcher.auth_caller("auth_on_publish", ("b",))
+        assert _compiled(only_b)  # one plain hookimpl: compiled
+        assert only_b(*VALUES) is ALLOW
+        c_then_b = dispatcher.auth_caller("auth_on_publish", ("c", "b"))
+        assert not _compiled(c_then_b)
+        assert c_then_b(*VALUES) is ALLOW
+        assert (no.seen, yes.seen, other.seen) == (["a/b"], ["a/b", "a/b"], ["a/b"])
+        # a chain naming nobody who answers the hook is exhausted
+        assert dispatcher.auth_caller("auth_on_publish", ("nobody",))(*VALUES) is EXHAUSTED
