@@ -21,7 +21,13 @@ from typing import NoReturn
 import click
 
 import plugin_host
-from plugin_host.config import ConfigOverrides, load_config, log_warnings, render_config
+from plugin_host.config import (
+    ConfigOverrides,
+    check_plugin_chains,
+    load_config,
+    log_warnings,
+    render_config,
+)
 from plugin_host.logging import configure_logging
 from plugin_host.settings import Config, ConfigError, Key
 
@@ -324,4 +330,6 @@ def _plugin_schemas(config: Config) -> dict[str, list[Key]] | None:
         if exc.name is not None and "plugin_host.plugins.manager".startswith(exc.name):
             return None
         raise
-    return PluginManager.discover(config).schemas()
+    manager = PluginManager.discover(config)
+    check_plugin_chains(config.listeners, manager.names)
+    return manager.schemas()

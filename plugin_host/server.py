@@ -23,6 +23,7 @@ import structlog
 import trio
 
 from plugin_host.broker.broker import Broker
+from plugin_host.config.listeners import check_plugin_chains
 from plugin_host.hooks.api import HookDispatch
 from plugin_host.listeners.manager import MQTT_KINDS, ListenerManager, bind_listener
 from plugin_host.listeners.tcp import BoundListener
@@ -110,6 +111,7 @@ async def serve(
 
         manager = PluginManager.discover(config, entry_points=entry_points, extra_plugins=plugins)
         log.info("plugins_loaded", plugins=list(manager.names))
+        check_plugin_chains(_default_listeners(config), manager.names)
     broker = Broker(config, hooks)
     # Durable state comes back first: before listeners open, plugins start or anything publishes
     # (a store that cannot be read stops start-up here: plugin_host.store.StoreError).

@@ -87,6 +87,11 @@ class ListenerConfig:
     auth_plugins: tuple[str, ...] | None = None  # auth_on_register(_m5), on_auth_m5
     authz_plugins: tuple[str, ...] | None = None  # auth_on_publish(_m5), auth_on_subscribe(_m5)
     origin: Origin = field(default_factory=Origin)
+    #: option -> (the key that set it, as written; where): for problems found after parsing
+    #: (e.g. a plugin chain naming a plugin that is not enabled).
+    option_origins: dict[str, tuple[str, Origin]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def address(self) -> str:

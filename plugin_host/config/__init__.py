@@ -27,7 +27,7 @@ The modules, in the order a file goes through them:
 """
 
 from plugin_host.config.keys import IGNORED_KEYS, IGNORED_LISTENER_OPTIONS, PLUGIN_ALIASES
-from plugin_host.config.listeners import DEFAULT_LISTEN, LISTENER_KINDS
+from plugin_host.config.listeners import DEFAULT_LISTEN, LISTENER_KINDS, check_plugin_chains
 from plugin_host.config.loader import ConfigOverrides, load_config, log_warnings
 from plugin_host.config.render import render_config
 from plugin_host.config.schema import apply_schema
@@ -52,6 +52,7 @@ __all__ = [
     "PLUGIN_ALIASES",
     "ConfigOverrides",
     "apply_schema",
+    "check_plugin_chains",
     "load_config",
     "log_warnings",
     "parse_address",

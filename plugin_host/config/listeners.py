@@ -206,8 +206,9 @@ class ListenerDeclarations:
                 self.listener_opts.get((kind, name), {}) if origin.file else {},
             ]
             for layer in layers:  # most specific last, so it wins
-                for option, (value, _entry) in layer.items():
+                for option, (value, entry) in layer.items():
                     setattr(listener, LISTENER_OPTIONS[option].field, value)
+                    listener.option_origins[option] = (entry.key, entry.origin)
             if kind in TLS_KINDS and (listener.certfile is None or listener.keyfile is None):
                 raise ConfigError(
                     f"a {kind} listener needs certfile and keyfile (listener.{kind}.{name}.certfile"
@@ -219,6 +220,29 @@ class ListenerDeclarations:
             listeners.append(listener)
         _check_unique_addresses(listeners)
         return listeners
+
+
+def check_plugin_chains(listeners: Sequence[ListenerConfig], enabled: Sequence[str]) -> None:
+    """Every plugin a listener's ``auth_plugins`` / ``authz_plugins`` names must be enabled
+    (spec 1.3); raises the :class:`ConfigError` of the first one that is not. Checked once
+    the plugins are discovered (``serve``, ``check-config``)."""
+    for listener in listeners:
+        for option in ("auth_plugins", "authz_plugins"):
+            chain = getattr(listener, option)
+            unknown = [name for name in chain or () if name not in enabled]
+            if not unknown:
+                continue
+            key, origin = listener.option_origins.get(
+                option, (f"listener.{listener.kind}.{listener.name}.{option}", listener.origin)
+            )
+            raise ConfigError(
+                f"{', '.join(unknown)}: not an enabled plugin (enabled: "
+                f"{', '.join(enabled) or 'none'}) in the chain of listener "
+                f"{listener.kind}.{listener.name}",
+                key=key,
+                file=origin.file,
+                line=origin.line,
+            )
 
 
 def _check_unique_addresses(listeners: Sequence[ListenerConfig]) -> None:

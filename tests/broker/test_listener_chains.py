@@ -12,7 +12,7 @@ import trio
 
 from plugin_host import Deny, hookimpl
 from plugin_host.mqtt import Puback, Will
-from plugin_host.settings import ListenerConfig
+from plugin_host.settings import ConfigError, ListenerConfig
 from plugin_host.testing import open_client, run_broker
 from plugin_host.testing.client import ConnectionRefused
 
@@ -179,3 +179,18 @@ async def test_the_will_and_reauthorisation_use_the_listener_chain():
             # reauthorising asks the chain of the listener the client is connected through
             assert await broker.host.reauthorize_subscriptions("sub") == []
     assert refuses.hooks == []
+
+
+async def test_a_chain_naming_a_plugin_that_is_not_enabled_stops_start_up():
+    listener = ListenerConfig(
+        kind="tcp", name="typo", host="127.0.0.1", port=0, authz_plugins=("b", "webhook")
+    )
+    errors: list[ConfigError] = []
+    try:
+        async with run_broker(plugins={"b": Allows()}, listeners=[listener]):
+            pass
+    except* ConfigError as group:  # run_broker's nursery may wrap it
+        errors.extend(e for e in group.exceptions if isinstance(e, ConfigError))
+    [error] = errors
+    assert error.key == "listener.tcp.typo.authz_plugins"
+    assert "webhook: not an enabled plugin (enabled: b)" in error.reason

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from plugin_host.config import parse_address
+from plugin_host.config import check_plugin_chains, parse_address
+from plugin_host.settings import ConfigError
 
 
 @pytest.fixture
@@ -181,3 +182,28 @@ def test_bad_addresses(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match="bad listener address") as info:
         parse_address(text)
     assert reason in str(info.value)
+
+
+def test_plugin_chains_must_name_enabled_plugins(load, tmp_path: Path) -> None:
+    config = load(
+        "chains.conf",
+        """
+        listener.tcp.a = 127.0.0.1:0
+        listener.tcp.b = 127.0.0.1:0
+        listener.tcp.authz_plugins = [vmq_webhooks]
+        listener.tcp.b.auth_plugins = [vmq_diversity, bogus]
+        """,
+    )
+    check_plugin_chains(config.listeners, ("diversity", "webhooks", "bogus"))  # all enabled
+    with pytest.raises(ConfigError) as raised:
+        check_plugin_chains(config.listeners, ("diversity", "webhooks"))
+    error = raised.value
+    assert (error.file, error.line, error.key) == (
+        str(tmp_path / "chains.conf"),
+        4,
+        "listener.tcp.b.auth_plugins",
+    )
+    assert "bogus: not an enabled plugin (enabled: diversity, webhooks)" in error.reason
+    with pytest.raises(ConfigError) as raised:
+        check_plugin_chains(config.listeners, ("diversity",))  # inherited from listener.tcp
+    assert (raised.value.line, raised.value.key) == (3, "listener.tcp.authz_plugins")
