@@ -10,81 +10,43 @@ from __future__ import annotations
 import pytest
 import trio
 
-from plugin_host import Deny, hookimpl
+from plugin_host import Deny
+from plugin_host.hooks.forward import forward_hooks
 from plugin_host.mqtt import Puback, Will
 from plugin_host.settings import ConfigError, ListenerConfig
 from plugin_host.testing import open_client, run_broker
 from plugin_host.testing.client import ConnectionRefused
 
+#: The hooks a listener's chains restrict (auth_plugins: register; authz_plugins: the rest).
+CHAIN_HOOKS = (
+    "auth_on_register", "auth_on_register_m5", "auth_on_publish", "auth_on_publish_m5",
+    "auth_on_subscribe", "auth_on_subscribe_m5",
+)  # fmt: skip
 
+
+@forward_hooks(CHAIN_HOOKS, to="_answer", awaits=False)
 class Refuses:
     """First in the default chain (plugins without priority go by name): says no to all."""
 
     def __init__(self) -> None:
         self.hooks: list[str] = []
 
-    def _no(self, hook: str) -> Deny:
+    def _answer(self, hook: str, args: dict) -> Deny:
         self.hooks.append(hook)
         return Deny("a says no")
 
-    @hookimpl
-    def auth_on_register(self):
-        return self._no("auth_on_register")
 
-    @hookimpl
-    def auth_on_register_m5(self):
-        return self._no("auth_on_register_m5")
-
-    @hookimpl
-    def auth_on_publish(self):
-        return self._no("auth_on_publish")
-
-    @hookimpl
-    def auth_on_publish_m5(self):
-        return self._no("auth_on_publish_m5")
-
-    @hookimpl
-    def auth_on_subscribe(self):
-        return self._no("auth_on_subscribe")
-
-    @hookimpl
-    def auth_on_subscribe_m5(self):
-        return self._no("auth_on_subscribe_m5")
-
-
+@forward_hooks(CHAIN_HOOKS, to="_answer", awaits=False)
 class Allows:
-    @hookimpl
-    def auth_on_register(self):
-        return True
-
-    @hookimpl
-    def auth_on_register_m5(self):
-        return True
-
-    @hookimpl
-    def auth_on_publish(self, topic):
-        return {"topic": f"via-b/{topic}"}
-
-    @hookimpl
-    def auth_on_publish_m5(self, topic):
-        return {"topic": f"via-b/{topic}"}
-
-    @hookimpl
-    def auth_on_subscribe(self):
-        return True
-
-    @hookimpl
-    def auth_on_subscribe_m5(self):
+    def _answer(self, hook: str, args: dict) -> object:
+        if hook.startswith("auth_on_publish"):
+            return {"topic": f"via-b/{args['topic']}"}
         return True
 
 
+@forward_hooks(CHAIN_HOOKS[:2], to="_answer", awaits=False)
 class RegisterOnly:
-    @hookimpl
-    def auth_on_register(self):
-        return True
-
-    @hookimpl
-    def auth_on_register_m5(self):
+    def _answer(self, hook: str, args: dict) -> bool:
         return True
 
 

@@ -189,7 +189,8 @@ async def test_counters_of_sync_calls(make_manager, host):
     assert stats.seconds >= 0
 
 
-async def test_sync_call_time_is_estimated_from_a_sample(make_manager, host):
+@pytest.mark.parametrize("entry", ["auth_now", "auth_caller"])
+async def test_sync_call_time_is_estimated_from_a_sample(make_manager, host, entry):
     # One plain call in SAMPLE_EVERY is timed and counts SAMPLE_EVERY times: over whole
     # multiples of it the estimate of a hook that always takes ~2 ms is close to the truth.
     class Busy:
@@ -202,9 +203,19 @@ async def test_sync_call_time_is_estimated_from_a_sample(make_manager, host):
 
     n = 4 * SAMPLE_EVERY
     async with make_manager({"busy": Busy()}).running(host) as dispatcher:
+        if entry == "auth_now":
+
+            def call():
+                return dispatcher.auth_now("auth_on_publish", dict(PUBLISH))
+        else:
+            positional = dispatcher.auth_caller("auth_on_publish")
+
+            def call():
+                return positional(*PUBLISH.values())  # PUBLISH is in hookspec order
+
         began = time.perf_counter()
         for _ in range(n):
-            assert dispatcher.auth_now("auth_on_publish", dict(PUBLISH)) is ALLOW
+            assert call() is ALLOW
         wall = time.perf_counter() - began
     stats = dispatcher.stats[("busy", "auth_on_publish")]
     assert stats.calls == n
