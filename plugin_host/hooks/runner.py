@@ -28,6 +28,12 @@ Hot-path rules:
   asked for every hookimpl at every rebuild of the tables. The callable takes the same
   arguments as the hookimpl and answers like it; ``None`` keeps the hookimpl. A plugin whose
   answer changes calls ``host.hooks_changed()``.
+* One step further, for :meth:`Dispatcher.auth_caller`: when a chain is one plain hookimpl
+  of a plugin with the optional method ``plugin_host_auth_caller(hook, link)``, the dispatcher
+  asks it for the whole positional caller (the hook's arguments in hookspec order, answering
+  like ``auth_caller`` does), handing it a :class:`ChainLink`: its statistics, ``ALLOW``, and
+  ``answered`` for every answer other than ``True``. That saves the dispatcher's own frame
+  per call. ``None`` keeps the dispatcher's caller; the same ``host.hooks_changed()`` rule.
 * :meth:`Dispatcher.arguments` says which arguments the current chain of a hook takes (the
   union of its hookimpls' argument names), so the broker can skip building what nobody reads;
   :attr:`Dispatcher.generation` changes whenever the tables are rebuilt, so callers can cache
@@ -61,7 +67,15 @@ from plugin_host.hooks.normalise import deny_outcome, normalise_result
 from plugin_host.hooks.results import ALLOW, EXHAUSTED, UNCHANGED, Deny, Outcome
 from plugin_host.hooks.specs import ALL_HOOKS, CHAIN_HOOKS, HOOK_ARGS, RESULT_OPTIONAL_HOOKS
 
-__all__ = ["AuthResult", "ChainMember", "Dispatcher", "HookCall", "HookStats", "trace_enabled"]
+__all__ = [
+    "AuthResult",
+    "ChainLink",
+    "ChainMember",
+    "Dispatcher",
+    "HookCall",
+    "HookStats",
+    "trace_enabled",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +137,29 @@ class HookCall:
     #: Picks this hookimpl's arguments out of the args dict (a tuple; KeyError when one is
     #: missing). ``None``: the hookimpl takes no argument.
     extract: Callable[[Mapping[str, Any]], Sequence[Any]] | None = None
+    #: The plugin object the hookimpl belongs to (asked for ``plugin_host_auth_caller``).
+    owner: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """What a plugin's own compiled caller of a one-plugin chain gets from the dispatcher
+    (the optional ``plugin_host_auth_caller(hook, link)``, see the module text).
+
+    ``stats``: the dispatcher's statistics of the plugin's hook. The caller counts its
+    ``True`` answers in ``stats.calls`` and, timing one call in ``sample_every``, adds that
+    call's seconds times ``sample_every`` to ``stats.seconds``. ``allow`` is what it returns
+    for them. Any other answer goes to ``answered(value, values, started)`` and the caller
+    returns what that returns: ``values`` are the call's arguments in hookspec order,
+    ``started`` the call's start (``time.perf_counter()``) when it was timed, else ``None``;
+    ``answered`` counts the call and does what :meth:`Dispatcher.auth_now` does with the
+    answer (validation, ``on_error``, awaiting).
+    """
+
+    stats: HookStats
+    allow: Outcome
+    sample_every: int
+    answered: Callable[[Any, tuple[Any, ...], float | None], AuthResult]
 
 
 def _fast_hook(plugin: object, plugin_name: str, hook: str) -> Callable[..., Any] | None:
@@ -310,6 +347,7 @@ class Dispatcher(HookDispatch):
                         on_error_next=on_error[name],
                         stats=self.stats.setdefault((name, hook), HookStats()),
                         extract=_extractor(tuple(impl.argnames)),
+                        owner=impl.plugin,
                     )
                 )
             if calls:
@@ -597,6 +635,9 @@ class Dispatcher(HookDispatch):
             return positional_caller(lambda h, args: auth_now(h, args, plugins), hook)
         call = chain[0]
         exhausted = UNCHANGED if hook in RESULT_OPTIONAL_HOOKS else EXHAUSTED
+        own = self._plugin_caller(call, hook, chain, exhausted)
+        if own is not None:
+            return own
 
         def raised(exc: Exception, started: float, timed: bool) -> AuthResult:
             return self._call_raised(call, hook, exc, started, timed) or exhausted
@@ -634,6 +675,37 @@ def {hook}({", ".join(names)}):
         exec(compile(source, f"<auth caller of {hook}>", "exec"), namespace)  # our own text
         compiled: Callable[..., AuthResult] = namespace[hook]
         return compiled
+
+    def _plugin_caller(
+        self, call: HookCall, hook: str, chain: tuple[HookCall, ...], exhausted: Outcome
+    ) -> Callable[..., AuthResult] | None:
+        """The plugin's own compiled caller of a chain of it alone (its optional
+        ``plugin_host_auth_caller(hook, link)``), or ``None``."""
+        make = getattr(call.owner, "plugin_host_auth_caller", None)
+        if make is None:
+            return None
+        names = HOOK_ARGS[hook]
+
+        def answered(value: Any, values: tuple[Any, ...], started: float | None) -> AuthResult:
+            args = dict(zip(names, values, strict=True))
+            if started is None:  # not timed (an awaitable's wait is timed from now)
+                result = self._call_answered(call, hook, args, chain, 0, value, 0.0, False)
+            else:
+                result = self._call_answered(call, hook, args, chain, 0, value, started, True)
+            return exhausted if result is None else result
+
+        link = ChainLink(
+            stats=call.stats, allow=ALLOW, sample_every=SAMPLE_EVERY, answered=answered
+        )
+        try:
+            function = make(hook, link)
+        except Exception:
+            log.exception("plugin_auth_caller_failed", plugin=call.plugin, hook=hook)
+            return None
+        if function is not None and not callable(function):
+            log.error("plugin_auth_caller_invalid", plugin=call.plugin, hook=hook)
+            return None
+        return function  # type: ignore[no-any-return]
 
     async def _auth_rest(
         self,

@@ -175,3 +175,94 @@ async def test_a_listener_chain_has_its_own_caller(make_manager, host):
         assert (no.seen, yes.seen, other.seen) == (["a/b"], ["a/b", "a/b"], ["a/b"])
         # a chain naming nobody who answers the hook is exhausted
         assert dispatcher.auth_caller("auth_on_publish", ("nobody",))(*VALUES) is EXHAUSTED
+
+
+class OwnCaller:
+    """A plugin that compiles its own positional caller (``plugin_host_auth_caller``)."""
+
+    def __init__(self, answer, *, make=None):
+        self.answer = answer
+        self.make = make
+        self.links = []
+
+    @hookimpl
+    def auth_on_publish(self, topic):
+        return self.answer
+
+    def plugin_host_auth_caller(self, hook, link):
+        if self.make is not None:
+            return self.make()
+        self.links.append((hook, link))
+        answer = self.answer
+
+        def caller(*values):
+            if answer is True:
+                link.stats.calls += 1
+                return link.allow
+            value = answer() if callable(answer) else answer
+            return link.answered(value, values, None)
+
+        return caller
+
+
+OWN_ANSWERS = {
+    "true": True,
+    "deny": Deny("nope", 0x87),
+    "modifiers": {"qos": 0},
+    "invalid": 42,
+    "next": None,
+    "later": lambda: Later({"retain": True})._wait(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OWN_ANSWERS))
+async def test_a_plugins_own_caller_is_used_and_settled_by_the_link(make_manager, host, kind):
+    own = OwnCaller(OWN_ANSWERS[kind])
+    with capture_logs():
+        async with make_manager({"own": own}, on_error={"own": "next"}).running(host) as dispatcher:
+            caller = dispatcher.auth_caller("auth_on_publish")
+            [(hook, link)] = own.links
+            assert hook == "auth_on_publish" and link.allow is ALLOW
+            assert link.stats is dispatcher.stats[("own", "auth_on_publish")]
+            outcome = await _answer(caller(*VALUES))
+            calls = dispatcher.stats[("own", "auth_on_publish")].calls
+    expected = {
+        "true": (True, None, None, {}),
+        "deny": (False, "own", "nope", {}),
+        "modifiers": (True, "own", None, {"qos": 0}),
+        "invalid": (False, None, "plugin_chain_exhausted", {}),  # invalid; on_error next
+        "next": (False, None, "plugin_chain_exhausted", {}),
+        "later": (True, "own", None, {"retain": True}),
+    }[kind]
+    assert (outcome.allowed, outcome.plugin, outcome.reason, dict(outcome.modifiers or {})) == (
+        expected
+    )
+    assert calls == 1
+
+
+async def test_a_failing_or_invalid_own_caller_falls_back(make_manager, host):
+    def boom():
+        raise RuntimeError("cannot")
+
+    for make, event in (
+        (boom, "plugin_auth_caller_failed"),
+        (lambda: 42, "plugin_auth_caller_invalid"),
+    ):
+        with capture_logs() as logs:
+            async with make_manager({"own": OwnCaller(True, make=make)}).running(
+                host
+            ) as dispatcher:
+                caller = dispatcher.auth_caller("auth_on_publish")
+                assert _compiled(caller)  # the dispatcher's own
+                assert caller(*VALUES) is ALLOW
+        assert [e["plugin"] for e in logs if e["event"] == event] == ["own"]
+
+
+async def test_the_own_caller_serves_a_one_plugin_listener_chain_only(make_manager, host):
+    own = OwnCaller(True)
+    manager = make_manager({"own": own, "z": Answer(True)}, priorities={"own": 1, "z": 2})
+    async with manager.running(host) as dispatcher:
+        assert not _compiled(dispatcher.auth_caller("auth_on_publish"))  # two plugins
+        assert own.links == []
+        assert dispatcher.auth_caller("auth_on_publish", ("own",))(*VALUES) is ALLOW
+        assert len(own.links) == 1

@@ -59,6 +59,7 @@ def direct_caller(
     obfuscate: Callable[[bytes], bytes],
     on_failure: Callable[[Exception], Any],
     on_pending: Callable[[Later], Any],
+    link: Any = None,
 ) -> Callable[..., Any]:
     """A function with the hookimpl arguments of ``hook`` that calls ``script``'s hook.
 
@@ -68,6 +69,12 @@ def direct_caller(
     its return value is the answer. ``on_pending(later)`` gets the call that waits for I/O
     (timed into the statistics when it ends) and returns the answer. Requires
     :func:`direct_state` to be a state.
+
+    ``link``: the dispatcher's :class:`~plugin_host.hooks.runner.ChainLink` (chain hooks of a
+    plain script only): the function is then the dispatcher's whole positional caller of a
+    chain of this plugin alone: ``True`` counts in ``link.stats`` (timed on the same sampled
+    calls as the script's statistics) and answers ``link.allow``; every other answer goes
+    through ``link.answered``. See :meth:`DiversityPlugin.plugin_host_auth_caller`.
     """
     state = direct_state(script, hook)
     if state is None:
@@ -81,6 +88,8 @@ def direct_caller(
     # SAMPLE times in ``seconds`` (an unbiased estimate; failures are sampled like the rest).
     # Other scripts' calls are all timed: their time decides the budget left after I/O.
     sample = SAMPLE if script.plain else 1
+    if link is not None and (not chain or sample != link.sample_every):
+        raise ValueError(f"{script.name}: {hook} cannot answer for the dispatcher")
 
     def failed(exc: Exception, began: float | None) -> Any:
         stats.calls += 1
@@ -124,6 +133,12 @@ def direct_caller(
     else:
         tail = "return None"
     call = f"_entry({', '.join(values)})"
+    if link is not None:
+        source = _linked_source(hook, names, call, sample)
+        namespace.update(_link_stats=link.stats, _ALLOW=link.allow, _answered=link.answered)
+        exec(compile(source, f"<diversity auth caller of {hook}>", "exec"), namespace)
+        linked: Callable[..., Any] = namespace[hook]
+        return linked
     if sample == 1:
         source = f"""
 def {hook}({", ".join(names)}):
@@ -166,3 +181,42 @@ def {hook}({", ".join(names)}):
     exec(compile(source, f"<diversity direct caller of {hook}>", "exec"), namespace)
     caller: Callable[..., Any] = namespace[hook]
     return caller
+
+
+def _linked_source(hook: str, names: tuple[str, ...], call: str, sample: int) -> str:
+    """The direct caller of a plain script as the dispatcher's positional caller (``link``):
+    the same calls and statistics; ``True`` is also counted in the dispatcher's statistics and
+    answers ``ALLOW``; any other answer (a failure's, a translated result) goes to
+    ``_answered`` with the arguments, which counts it and settles it as the dispatcher would.
+    """
+    values = f"({', '.join(names)},)"
+    return f"""
+def {hook}({", ".join(names)}):
+    if _stats.calls % {sample}:
+        try:
+            raw = {call}
+        except _LuaError as exc:
+            return _answered(_failed(_entry_error(exc), None), {values}, None)
+        if raw.__class__ is tuple:
+            return _answered(_unfinished(raw, None), {values}, None)
+        _stats.calls += 1
+        if raw is True:
+            _link_stats.calls += 1
+            return _ALLOW
+        return _answered(_answer(raw), {values}, None)
+    began = _perf()
+    try:
+        raw = {call}
+    except _LuaError as exc:
+        return _answered(_failed(_entry_error(exc), began), {values}, began)
+    if raw.__class__ is tuple:
+        return _answered(_unfinished(raw, began), {values}, began)
+    spent = (_perf() - began) * {sample}
+    _stats.calls += 1
+    _stats.seconds += spent
+    if raw is True:
+        _link_stats.calls += 1
+        _link_stats.seconds += spent
+        return _ALLOW
+    return _answered(_answer(raw), {values}, began)
+"""

@@ -29,6 +29,7 @@ import structlog
 import trio
 
 from plugin_host import Deny, hookimpl
+from plugin_host.hooks.specs import HOOK_ARGS
 from plugin_host.settings import ConfigError, Key, PluginSection
 from plugin_host_diversity import translate
 from plugin_host_diversity.auth_cache import AuthCache
@@ -150,6 +151,22 @@ class DiversityPlugin:
             self._fast_handed.add(hook)
         return caller
 
+    def plugin_host_auth_caller(self, hook: str, link: Any) -> Callable[..., Any] | None:
+        """Not a hook: the dispatcher asks for it when a chain of ``hook`` is this plugin
+        alone (see ``plugin_host.hooks.runner.ChainLink``).
+
+        For a chain hook :meth:`plugin_host_fast_hook` would answer with the direct caller of
+        a plain script, that caller built as the dispatcher's positional caller: one Python
+        frame per call less. ``None`` otherwise (the dispatcher then calls the fast hook).
+        """
+        if self.plugin_host_fast_hook(hook) is None or hook not in translate.CHAIN_HOOKS:
+            return None
+        running = self._running
+        [script] = self._scripts.by_hook[hook]
+        if running is None or not script.plain or translate.HOOK_ARGS[hook] != HOOK_ARGS[hook]:
+            return None
+        return self._direct_caller(running, script, hook, link)
+
     @property
     def scripts(self) -> tuple[Script, ...]:
         """The loaded scripts, in call order."""
@@ -266,23 +283,28 @@ class DiversityPlugin:
         for hook, defining in scripts.by_hook.items():
             if len(defining) != 1 or direct_state(defining[0], hook) is None:
                 continue
-            script = defining[0]
-            chain = hook in translate.CHAIN_HOOKS
-            if chain:
-                on_failure = partial(self._direct_failed, running, script, hook)
-                on_pending = partial(self._direct_chain_pending, running, script, hook)
-            else:
-                on_failure = partial(self._direct_notify_failed, script, hook)
-                on_pending = partial(self._direct_notify_pending, script, hook)
-            callers[hook] = direct_caller(
-                hook,
-                script,
-                chain=chain,
-                obfuscate=running.services.obf.encrypt,
-                on_failure=on_failure,
-                on_pending=on_pending,
-            )
+            callers[hook] = self._direct_caller(running, defining[0], hook)
         return callers
+
+    def _direct_caller(
+        self, running: _Running, script: Script, hook: str, link: Any = None
+    ) -> Callable[..., Any]:
+        chain = hook in translate.CHAIN_HOOKS
+        if chain:
+            on_failure = partial(self._direct_failed, running, script, hook)
+            on_pending = partial(self._direct_chain_pending, running, script, hook)
+        else:
+            on_failure = partial(self._direct_notify_failed, script, hook)
+            on_pending = partial(self._direct_notify_pending, script, hook)
+        return direct_caller(
+            hook,
+            script,
+            chain=chain,
+            obfuscate=running.services.obf.encrypt,
+            on_failure=on_failure,
+            on_pending=on_pending,
+            link=link,
+        )
 
     def _hooks_changed(self) -> None:
         host = self._running.host if self._running is not None else None

@@ -133,10 +133,16 @@ async def test_the_dispatcher_calls_the_direct_caller_while_it_stays_valid(lua_d
         assert chain_function() is plugin._direct["auth_on_publish"]
         assert dispatcher.auth_now("auth_on_publish", PUBLISH).modifiers == {"payload": b"v2"}
         # The cache is used from now on: the hookimpl (cache first) answers again.
+        own = dispatcher.auth_caller("auth_on_publish")
+        assert own.__code__.co_filename.startswith("<diversity auth caller")
         assert (await dispatcher.auth("auth_on_register", REGISTER)).allowed
         assert chain_function() == plugin.auth_on_publish
         denied = dispatcher.auth_now("auth_on_publish", PUBLISH)
         assert not denied.allowed and denied.reason == "not_authorized"
+        # ... and the positional caller is the dispatcher's again, around the hookimpl
+        caller = dispatcher.auth_caller("auth_on_publish")
+        assert not caller.__code__.co_filename.startswith("<diversity")
+        assert not caller(*PUBLISH.values()).allowed
 
     # Stopped while the dispatcher held a direct caller: it is told, and keeps none.
     plugin = DiversityPlugin()
@@ -146,3 +152,53 @@ async def test_the_dispatcher_calls_the_direct_caller_while_it_stays_valid(lua_d
     async with manager.running(RecordingHost()):
         assert chain_function() is plugin._direct["auth_on_publish"]
     assert "auth_on_publish" not in manager.dispatcher._chains
+
+
+PLAIN = """
+local answers = {
+  allow = function() return true end,
+  deny = function() return false end,
+  none = function() return nil end,
+  rewrite = function(pub) return {topic = "rewritten/" .. pub.topic, qos = 1} end,
+  fail = function() error("boom") end,
+}
+hooks = {auth_on_publish = function(pub) return answers[pub.client_id](pub) end}
+"""
+
+
+def _summary(outcome) -> tuple:
+    return (outcome.allowed, outcome.plugin, outcome.reason, dict(outcome.modifiers or {}))
+
+
+@pytest.mark.parametrize("on_error", ["deny", "next"])
+async def test_the_dispatchers_positional_caller_is_the_plugins_own(lua_dir, on_error) -> None:
+    # For a plain script the dispatcher's auth_caller is the plugin's direct caller built
+    # with the dispatcher's ChainLink (one frame less): it decides exactly what auth_now
+    # (through the fast hook) decides, and counts in both statistics.
+    from plugin_host.testing import plugin_manager
+    from plugin_host.testing.host import RecordingHost
+    from plugin_host_diversity.plugin import DiversityPlugin
+
+    plugin = DiversityPlugin()
+    manager = plugin_manager(
+        {"diversity": plugin},
+        on_error={"diversity": on_error},
+        sections={"diversity": {"script_dir": str(lua_dir(p=PLAIN)), "reload_on_sighup": False}},
+    )
+    async with manager.running(RecordingHost(manager.config)) as dispatcher:
+        caller = dispatcher.auth_caller("auth_on_publish")
+        assert caller.__code__.co_filename == "<diversity auth caller of auth_on_publish>"
+        calls = 0
+        for _ in range(2):  # 2 x 20 positional calls: the timed path is taken too
+            for case in ("allow", "deny", "none", "rewrite", "fail") * 4:
+                args = {**PUBLISH, "client_id": case}
+                positional = caller(*args.values())
+                by_dict = dispatcher.auth_now("auth_on_publish", args)
+                assert _summary(positional) == _summary(by_dict), case
+                calls += 2
+        script = plugin._scripts.by_hook["auth_on_publish"][0]
+        assert script.stats["auth_on_publish"].calls == calls
+        assert dispatcher.stats[("diversity", "auth_on_publish")].calls == calls
+        assert dispatcher.stats[("diversity", "auth_on_publish")].seconds > 0
+        fail = caller(*{**PUBLISH, "client_id": "fail"}.values())
+        assert not fail.allowed and fail.exhausted is (on_error == "next")
