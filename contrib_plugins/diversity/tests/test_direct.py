@@ -13,15 +13,20 @@ import pytest
 from plugin_host import Deny
 from plugin_host_diversity.runtime import Later
 
-SCRIPT = """
-num_states = %d
-local answers = {
+#: The answers every test script picks from by client id; ``wait`` is added where a call
+#: waiting for I/O is wanted (a script naming bcrypt is not a plain one).
+ANSWERS = """
   allow = function() return true end,
   deny = function() return false end,
   none = function() return nil end,
   rewrite = function(pub) return {topic = "rewritten/" .. pub.topic, qos = 1} end,
   fail = function() error("boom") end,
-  wait = function(pub)
+"""
+
+SCRIPT = (
+    "num_states = %d\nlocal answers = {"
+    + ANSWERS
+    + """  wait = function(pub)
     local hash = bcrypt.hashpw("pw", bcrypt.gen_salt())
     return bcrypt.hashpw("pw", hash) == hash
   end,
@@ -31,6 +36,7 @@ hooks = {
   on_deliver = function(d) return answers[d.client_id](d) end,
 }
 """
+)
 
 CASES = ["allow", "deny", "none", "rewrite", "fail", "wait"]
 
@@ -154,16 +160,11 @@ async def test_the_dispatcher_calls_the_direct_caller_while_it_stays_valid(lua_d
     assert "auth_on_publish" not in manager.dispatcher._chains
 
 
-PLAIN = """
-local answers = {
-  allow = function() return true end,
-  deny = function() return false end,
-  none = function() return nil end,
-  rewrite = function(pub) return {topic = "rewritten/" .. pub.topic, qos = 1} end,
-  fail = function() error("boom") end,
-}
-hooks = {auth_on_publish = function(pub) return answers[pub.client_id](pub) end}
-"""
+PLAIN = (
+    "local answers = {"
+    + ANSWERS
+    + "}\nhooks = {auth_on_publish = function(pub) return answers[pub.client_id](pub) end}\n"
+)
 
 
 def _summary(outcome) -> tuple:
