@@ -1339,15 +1339,24 @@ class Connection:
         """auth_on_publish(_m5) on the per-message path: when the chain answers at once (plain
         hookimpls) the PUBLISH is handled here without a coroutine; else an awaitable."""
         broker = self.broker
-        if self.authz_chain is not None:
-            return self._publish_restricted(p, topic)
-        if self.v5:
-            result = broker.publish_auth[1](
+        v5 = self.v5
+        if self.authz_chain is None:
+            caller = broker.publish_auth[v5]
+            props = broker.publish_props
+        else:  # the listener's own chain
+            callers = getattr(broker.hooks, "auth_caller", None)
+            hook = "auth_on_publish_m5" if v5 else "auth_on_publish"
+            if callers is None:
+                return self._publish_authorised(p, topic, hook)
+            caller = callers(hook, self.authz_chain)
+            props = True
+        if v5:
+            result = caller(
                 self.username, self.mountpoint, self.client_id, p.qos, topic, p.payload,
-                p.retain, to_hook(p.properties) if broker.publish_props else None,
+                p.retain, to_hook(p.properties) if props else None,
             )  # fmt: skip
         else:
-            result = broker.publish_auth[0](
+            result = caller(
                 self.username, self.mountpoint, self.client_id, p.qos, topic, p.payload, p.retain
             )
         if result is ALLOW:  # the common answer: nothing to apply
@@ -1356,22 +1365,6 @@ class Connection:
                     p, topic, p.payload, p.qos, p.retain, p.properties, self.mountpoint
                 )
             return None
-        if result.__class__ is Outcome:
-            return self._publish_decided(p, topic, result)
-        return self._publish_awaited(p, topic, result)
-
-    def _publish_restricted(self, p: Publish, topic: str) -> Any:
-        """:meth:`_publish_checked` on a listener with its own ``authz_plugins`` chain."""
-        v5 = self.v5
-        hook = "auth_on_publish_m5" if v5 else "auth_on_publish"
-        hooks = self.broker.hooks
-        callers = getattr(hooks, "auth_caller", None)
-        if callers is None:
-            return self._publish_authorised(p, topic, hook)
-        values = [self.username, self.mountpoint, self.client_id, p.qos, topic, p.payload, p.retain]
-        if v5:
-            values.append(to_hook(p.properties))
-        result = callers(hook, self.authz_chain)(*values)
         if result.__class__ is Outcome:
             return self._publish_decided(p, topic, result)
         return self._publish_awaited(p, topic, result)
