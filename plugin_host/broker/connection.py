@@ -1314,19 +1314,18 @@ class Connection:
         held = self.held
         if store is not None and held:
             await store.wait_durable(held[-1][0])
-        hook = "auth_on_publish_m5" if self.v5 else "auth_on_publish"
-        if self.broker.hooks.implemented(hook):
-            await self._publish_authorised(p, topic, hook)
-        else:
-            self._accept_publish(
-                p, topic, p.payload, p.qos, p.retain, p.properties, self.mountpoint
-            )
+        await self._publish_after_wait(p, topic)
 
     async def _publish_throttled(self, p: Publish, topic: str) -> None:
         """Over ``max_message_rate``: stop reading until the next one-second window."""
         await trio.sleep_until(self.rate_window)
         self.rate_window = trio.current_time() + 1.0
         self.rate_count = 1
+        await self._publish_after_wait(p, topic)
+
+    async def _publish_after_wait(self, p: Publish, topic: str) -> None:
+        """A PUBLISH whose handling waited (throttle, disk): authorised by the chain as it is
+        now (hooks may have changed meanwhile), then routed."""
         hook = "auth_on_publish_m5" if self.v5 else "auth_on_publish"
         if self.broker.hooks.implemented(hook):
             await self._publish_authorised(p, topic, hook)

@@ -478,17 +478,17 @@ class Tracker:
                     self._dirtied(rec)
 
     def inflight_added(self, session: Session, packet_id: int, entry: Inflight) -> None:
-        rec = self._recs.get(session)
-        if rec is not None:
-            rec.touched[packet_id] = None
-            self.seq += 1
-            if not rec.dirty:
-                self._dirtied(rec)
+        self._inflight_touched(session, packet_id)
 
     # A changed in-flight entry is journaled like a new one: the row is worked out at the cut.
     inflight_changed = inflight_added
 
     def inflight_removed(self, session: Session, packet_id: int) -> None:
+        self._inflight_touched(session, packet_id)
+
+    def _inflight_touched(self, session: Session, packet_id: int) -> None:
+        """An in-flight entry was added, changed or removed: its row (or its deletion) is
+        worked out at the next cut."""
         rec = self._recs.get(session)
         if rec is not None:
             rec.touched[packet_id] = None
